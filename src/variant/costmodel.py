@@ -1,0 +1,146 @@
+"""Analytic cost of VAR sampling: tokens, KV-cache bytes, parameters and FLOPs.
+
+Counts follow from the architecture alone (no weights, no device), so they can be
+checked against measurements: the "reference" KV accounting reproduces what the
+reference implementation holds (keys float32 out of the L2 normalisation, values
+float16, every scale of every layer cached), and a "lean" sampler must hold less.
+All counts include classifier-free guidance, which doubles the rows of every batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .supernet import Subnet
+
+MiB = 2**20
+PAPER_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+
+
+@dataclass(frozen=True)
+class VARShape:
+    """The sizes that set VAR's cost. `from_depth` gives the released models' rule."""
+
+    depth: int
+    width: int
+    num_heads: int
+    patch_nums: tuple[int, ...] = PAPER_PATCH_NUMS
+    vocab: int = 4096
+    cvae: int = 32
+    num_classes: int = 1000
+    mlp_ratio: float = 4.0
+    shared_aln: bool = False
+
+    @classmethod
+    def from_depth(cls, depth: int, **kw) -> "VARShape":
+        """Released VAR-d{depth}: width 64*D, D heads of 64 (VAR-d36 shares its AdaLN)."""
+        kw.setdefault("shared_aln", depth >= 36)
+        return cls(depth=depth, width=64 * depth, num_heads=depth, **kw)
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.patch_nums)
+
+    @property
+    def tokens(self) -> int:
+        return sum(p * p for p in self.patch_nums)
+
+    @property
+    def hidden(self) -> int:
+        return round(self.width * self.mlp_ratio)
+
+
+def subnet_of(shape: VARShape, subnet_depth: int | None = None, bridge: int | None = None) -> Subnet:
+    if subnet_depth is None or subnet_depth == shape.depth:
+        return Subnet.full(shape.depth, shape.num_scales)
+    return Subnet(shape.depth, subnet_depth, shape.num_scales if bridge is None else bridge,
+                  shape.num_scales)
+
+
+def tokens_per_layer(shape: VARShape, subnet: Subnet, last_scale: bool = True) -> list[int]:
+    """Tokens each layer has in its KV cache after sampling: a layer holds a scale's
+    tokens only if it ran at that scale. `last_scale=False` leaves out the last scale,
+    which no later scale reads."""
+    scales = range(shape.num_scales if last_scale else shape.num_scales - 1)
+    return [sum(shape.patch_nums[k] ** 2 for k in scales if subnet.runs(layer, k))
+            for layer in range(shape.depth)]
+
+
+@dataclass(frozen=True)
+class KVAccounting:
+    """How a sampler stores its KV cache.
+
+    key_bytes/value_bytes: bytes per element. last_scale: "every_layer" (each layer keeps
+    the last scale, as the reference does), "one_layer" (a scratch buffer for the layer
+    being computed) or "none" (the last scale is attended to without being stored).
+    """
+
+    key_bytes: int
+    value_bytes: int
+    last_scale: str = "every_layer"
+
+    def __post_init__(self):
+        if self.last_scale not in ("every_layer", "one_layer", "none"):
+            raise ValueError(f"last_scale must be every_layer, one_layer or none, got {self.last_scale!r}")
+
+
+REFERENCE = KVAccounting(key_bytes=4, value_bytes=2, last_scale="every_layer")
+LEAN_FP16 = KVAccounting(key_bytes=2, value_bytes=2, last_scale="none")
+ACCOUNTINGS = {"reference": REFERENCE, "lean": LEAN_FP16}
+
+
+def kv_cache_bytes(shape: VARShape, subnet: Subnet, batch: int,
+                   accounting: KVAccounting = REFERENCE, cfg: bool = True) -> int:
+    rows = batch * (2 if cfg else 1)
+    per_token = rows * shape.width * (accounting.key_bytes + accounting.value_bytes)
+    every = accounting.last_scale == "every_layer"
+    tokens = sum(tokens_per_layer(shape, subnet, last_scale=every))
+    if accounting.last_scale == "one_layer":
+        tokens += shape.patch_nums[-1] ** 2
+    return tokens * per_token
+
+
+def kv_cache_mib(shape: VARShape, subnet_depth: int | None = None, bridge: int | None = None,
+                 batch: int = 64, mode: str | KVAccounting = "reference", cfg: bool = True) -> float:
+    """KV cache in MiB, e.g. kv_cache_mib(VARShape.from_depth(30), 16, 6, 64) -> 17091.6."""
+    accounting = ACCOUNTINGS[mode] if isinstance(mode, str) else mode
+    return kv_cache_bytes(shape, subnet_of(shape, subnet_depth, bridge), batch, accounting, cfg) / MiB
+
+
+def parameter_count(shape: VARShape) -> int:
+    """Parameters of the VAR transformer (buffers excluded), from its module shapes."""
+    C, H, V = shape.width, shape.hidden, shape.vocab
+    block = (3 * C * C + 2 * C          # mat_qkv (no bias) + q_bias, v_bias
+             + C * C + C                # proj
+             + C * H + H + H * C + C    # fc1, fc2
+             + shape.num_heads)         # scale_mul_1H11
+    block += 6 * C if shape.shared_aln else C * 6 * C + 6 * C  # ada_gss or ada_lin
+    shared = C * 6 * C + 6 * C if shape.shared_aln else 0
+    return (shape.depth * block + shared
+            + shape.cvae * C + C                   # word_embed
+            + (shape.num_classes + 1) * C          # class_emb
+            + C + shape.tokens * C                 # pos_start, pos_1LC
+            + shape.num_scales * C                 # lvl_embed
+            + C * 2 * C + 2 * C                    # head_nm.ada_lin
+            + C * V + V)                           # head
+
+
+def flops(shape: VARShape, subnet: Subnet, batch: int, cfg: bool = True) -> dict[str, float]:
+    """Multiply-adds x2 of one sampling pass, split by where they are spent."""
+    rows = batch * (2 if cfg else 1)
+    C, H = shape.width, shape.hidden
+    per_token_layer = 2 * (4 * C * C + 2 * C * H)          # qkv, proj, fc1, fc2
+    dense = attention = conditioning = 0
+    seen = [0] * shape.depth                               # tokens cached per layer so far
+    for k, p in enumerate(shape.patch_nums):
+        n = p * p
+        for layer in subnet.layers_at(k):
+            seen[layer] += n
+            dense += rows * n * per_token_layer
+            attention += rows * 2 * 2 * n * seen[layer] * C   # QK^T and AV
+            conditioning += rows * 2 * C * 6 * C              # the block's AdaLN, per call
+        conditioning += rows * 2 * C * 2 * C                  # head AdaLN
+    head = rows * shape.tokens * 2 * C * shape.vocab
+    embed = rows * (shape.tokens - shape.patch_nums[0] ** 2) * 2 * shape.cvae * C
+    total = dense + attention + conditioning + head + embed
+    return {"dense": float(dense), "attention": float(attention), "head": float(head),
+            "other": float(conditioning + embed), "total": float(total)}

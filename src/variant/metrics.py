@@ -1,0 +1,322 @@
+"""Sample quality metrics (FID, IS, precision/recall) through torch-fidelity.
+
+The `paper` profile scores with torch-fidelity's own Inception ("inception-v3-compat").
+The `tiny` profile has no ImageNet, so it scores with TinyFeatureNet, a small CNN trained
+on the synthetic data (train_feature_extractor) and registered with torch-fidelity as
+"variant-tiny"; everything downstream of the features is torch-fidelity's code either way.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch_fidelity
+from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from .data import find_images, load_images, read_image, to_float
+
+TINY = "variant-tiny"
+INCEPTION = "inception-v3-compat"
+
+# -----------------------------------------------------------------------------
+# the tiny feature network
+
+
+def _conv_block(c_in, c_out, stride):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class TinyFeatureNet(nn.Module):
+    """A 4-block CNN classifier for 32px images in [-1, 1]; its pooled 4*width vector is the
+    feature for FID and precision/recall, its logits the class posterior for IS."""
+
+    input_size = 32
+
+    def __init__(self, num_classes: int = 10, width: int = 32):
+        super().__init__()
+        # strided convolutions rather than pooling: ~4x cheaper to train on a CPU, and the
+        # last block still sees the whole 32px image
+        self.body = nn.Sequential(
+            _conv_block(3, width, 2),
+            _conv_block(width, 2 * width, 2),
+            _conv_block(2 * width, 4 * width, 2),
+            _conv_block(4 * width, 4 * width, 1),
+        )
+        self.head = nn.Linear(4 * width, num_classes)
+
+    @classmethod
+    def from_state_dict(cls, state_dict) -> "TinyFeatureNet":
+        num_classes, dim = state_dict["head.weight"].shape  # the sizes are in the weights
+        net = cls(num_classes, dim // 4)
+        net.load_state_dict(state_dict)
+        return net
+
+    def features(self, x):
+        return self.body(x).mean(dim=(2, 3))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def load_feature_net(weights_path) -> TinyFeatureNet:
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"feature extractor weights not found: {weights_path} "
+                                f"(make them with variant.metrics.train_feature_extractor)")
+    state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
+    return TinyFeatureNet.from_state_dict(state_dict).eval()
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy of `net` on uint8 images."""
+    net.eval()
+    device = next(net.parameters()).device
+    correct = 0
+    for x, y in zip(images.split(batch_size), labels.split(batch_size)):
+        correct += (net(to_float(x.to(device))).argmax(1).cpu() == y).sum().item()
+    return correct / len(images)
+
+
+def train_feature_extractor(data_dir, out_path, epochs: int = 8, seed: int = 0,
+                            width: int = 32, batch_size: int = 64, lr: float = 1e-2,
+                            val_fraction: float = 0.1, device=None) -> dict:
+    """Train TinyFeatureNet on an ImageFolder directory; save its state dict to `out_path`
+    and a json sidecar next to it (out_path with suffix .json), which is also returned."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    images, labels = load_images(data_dir)
+    if images.shape[-1] != TinyFeatureNet.input_size or images.shape[-2] != TinyFeatureNet.input_size:
+        raise ValueError(f"{data_dir}: TinyFeatureNet trains on {TinyFeatureNet.input_size}px "
+                         f"images, got {images.shape[-2]}x{images.shape[-1]}")
+    num_classes = int(labels.max()) + 1
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(images)))
+    n_val = max(1, round(val_fraction * len(images)))
+    val, train = perm[:n_val], perm[n_val:]
+    x_train, y_train = images[train].to(device), labels[train].to(device)
+
+    t0 = time.time()
+    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
+        torch.manual_seed(seed)
+        net = TinyFeatureNet(num_classes, width).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = -(-len(train) // batch_size)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    net.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(train), generator=gen).split(batch_size):
+            x = to_float(x_train[idx])
+            flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            loss = F.cross_entropy(net(x), y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+
+    info = {
+        "extractor": TINY,
+        "num_classes": num_classes,
+        "width": width,
+        "epochs": epochs,
+        "seed": seed,
+        "train_images": len(train),
+        "val_images": n_val,
+        "val_accuracy": accuracy(net, images[val], labels[val]),
+        "train_seconds": round(time.time() - t0, 2),
+    }
+    manifest = Path(data_dir) / "manifest.json"
+    if manifest.is_file():  # ties the weights to the exact data they saw
+        info["data_sha256"] = json.loads(manifest.read_text()).get("sha256")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.cpu().state_dict(), out_path)
+    out_path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+# -----------------------------------------------------------------------------
+# torch-fidelity feature extractor
+
+
+class TinyFeatureExtractor(torch_fidelity.FeatureExtractorBase):
+    """TinyFeatureNet behind torch-fidelity's contract: uint8 Bx3xHxW in, a tuple of the
+    requested features out, in `features_list` order."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise ValueError(f"feature extractor {name!r} needs feature_extractor_weights_path")
+        self.net = load_feature_net(feature_extractor_weights_path)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x):
+        if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
+            raise ValueError(f"expected uint8 Bx3xHxW images, got {getattr(x, 'dtype', type(x))} "
+                             f"{tuple(getattr(x, 'shape', ()))}")
+        x = to_float(x)
+        size = self.net.input_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        pool = self.net.features(x)
+        logits_unbiased = F.linear(pool, self.net.head.weight)  # IS on bias-free logits, as for Inception
+        features = {"pool": pool, "logits_unbiased": logits_unbiased,
+                    "logits": logits_unbiased + self.net.head.bias}
+        return tuple(features[name] for name in self.features_list)
+
+    @staticmethod
+    def get_provided_features_list():
+        return "pool", "logits_unbiased", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits_unbiased", "fid": "pool", "kid": "pool", "prc": "pool"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return True
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, TinyFeatureNet.input_size, TinyFeatureNet.input_size, dtype=torch.uint8)
+
+
+if TINY not in FEATURE_EXTRACTORS_REGISTRY:  # a module reload must not register twice
+    torch_fidelity.register_feature_extractor(TINY, TinyFeatureExtractor)
+
+# -----------------------------------------------------------------------------
+# image sets and metrics
+
+
+class _TensorImages(Dataset):
+    def __init__(self, images):
+        self.images, self.size = images, tuple(images.shape[-2:])
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+class _PngImages(Dataset):
+    """Reads on demand, so a directory of 50k 256px samples never sits in memory at once."""
+
+    def __init__(self, paths, size):
+        self.paths, self.size = paths, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(read_image(self.paths[i], self.size)).permute(2, 0, 1)
+
+
+def image_set(source, role: str = "images") -> Dataset:
+    """A Dataset of uint8 3xHxW tensors (each with attribute `size` = (H, W)) from a PNG
+    directory (recursive), an .npz whose arr_0 is uint8 NHWC (the ADM evaluation format),
+    a uint8 NHWC numpy array, or a uint8 NCHW tensor. `role` names the set in errors."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            paths = find_images(path)
+            return _PngImages(paths, read_image(paths[0]).shape[:2])
+        if not path.exists():
+            raise FileNotFoundError(f"{role} not found: {path}")
+        if path.suffix != ".npz":
+            raise ValueError(f"{role} must be a directory of PNGs or an .npz file, got {path}")
+        with np.load(path) as npz:
+            if "arr_0" not in npz.files:
+                raise ValueError(f"{role} {path} has no arr_0 (has {npz.files})")
+            source = npz["arr_0"]
+        role = f"{role} {path}"
+    if isinstance(source, np.ndarray):
+        if source.ndim != 4 or source.shape[-1] != 3:
+            raise ValueError(f"{role}: expected uint8 NxHxWx3 array, got shape {source.shape}")
+        source = torch.from_numpy(source).permute(0, 3, 1, 2)
+    if not torch.is_tensor(source) or source.dtype != torch.uint8 or source.dim() != 4 or source.shape[1] != 3:
+        raise ValueError(f"{role}: expected uint8 Nx3xHxW tensor, got {getattr(source, 'dtype', type(source))} "
+                         f"{tuple(getattr(source, 'shape', ()))}")
+    if len(source) == 0:
+        raise ValueError(f"{role} is empty")
+    return _TensorImages(source.cpu())
+
+
+def inception_weights_location() -> Path:
+    """Where torch-fidelity looks for (and downloads) the Inception weights by default."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(URL_INCEPTION_V3)
+
+
+def _weights_for(extractor, weights_path, verbose):
+    if weights_path is not None:
+        if not Path(weights_path).is_file():
+            hint = "" if extractor != INCEPTION else f" (the standard file is {URL_INCEPTION_V3})"
+            raise FileNotFoundError(f"weights for {extractor} not found: {weights_path}{hint}")
+        return str(weights_path)
+    if extractor == TINY:
+        raise ValueError(f"{TINY} needs weights_path (make them with train_feature_extractor)")
+    if extractor == INCEPTION and not inception_weights_location().is_file():
+        target = inception_weights_location()
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(URL_INCEPTION_V3, str(target), progress=verbose)
+        except OSError as e:
+            raise FileNotFoundError(
+                f"Inception weights are missing and could not be downloaded ({e}). Offline, fetch "
+                f"{URL_INCEPTION_V3} elsewhere and place it at {target} (torch-fidelity's default, "
+                f"under $TORCH_HOME), or pass weights_path=") from e
+    return None  # torch-fidelity finds the file in the torch hub cache
+
+
+def compute_metrics(generated, reference, extractor: str = TINY, weights_path=None, device=None,
+                    prc_neighborhood: int = 3, batch_size: int = 200, isc_splits: int = 10,
+                    verbose: bool = False) -> dict:
+    """FID, Inception Score and precision/recall of `generated` against `reference`.
+
+    Both are image sets as accepted by image_set(). Precision asks how many generated
+    samples fall in the reference manifold, recall the converse (k = prc_neighborhood).
+    Nothing is cached: the inputs are Datasets, which torch-fidelity never caches by name.
+    """
+    gen, ref = image_set(generated, "generated"), image_set(reference, "reference")
+    if gen.size != ref.size:
+        raise ValueError(f"generated images are {gen.size[0]}x{gen.size[1]} but reference images "
+                         f"are {ref.size[0]}x{ref.size[1]}")
+    smallest = min(len(gen), len(ref))
+    if smallest <= max(prc_neighborhood, 1) or len(gen) < isc_splits:
+        raise ValueError(f"too few images ({len(gen)} generated, {len(ref)} reference): need more "
+                         f"than prc_neighborhood={prc_neighborhood} and at least isc_splits={isc_splits}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"torch-fidelity runs on cpu or cuda, not {device}")
+    weights = _weights_for(extractor, weights_path, verbose)
+
+    # torch-fidelity moves its extractor with .cuda(), i.e. to the current CUDA device
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with on_device:
+        out = torch_fidelity.calculate_metrics(
+            input1=gen, input2=ref, cuda=device.type == "cuda",
+            isc=True, fid=True, prc=True, isc_splits=isc_splits, prc_neighborhood=prc_neighborhood,
+            feature_extractor=extractor, feature_extractor_weights_path=weights,
+            batch_size=batch_size, cache=False, verbose=verbose,
+            save_cpu_ram=True,  # precision/recall in blocks, not one NxN matrix; no worker processes
+        )
+    return {
+        "fid": out[torch_fidelity.KEY_METRIC_FID],
+        "isc_mean": out[torch_fidelity.KEY_METRIC_ISC_MEAN],
+        "isc_std": out[torch_fidelity.KEY_METRIC_ISC_STD],
+        "precision": out[torch_fidelity.KEY_METRIC_PRECISION],
+        "recall": out[torch_fidelity.KEY_METRIC_RECALL],
+        "num_generated": len(gen),
+        "num_reference": len(ref),
+        "extractor": extractor,
+    }

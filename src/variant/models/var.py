@@ -1,0 +1,216 @@
+"""The VAR transformer (next-scale prediction) as a VARiant supernet.
+
+Parameter and buffer names follow the released `var_d*.pth`, so those files load with
+strict=True and our fine-tuned checkpoints load back into the reference code.
+
+The supernet adds one idea (paper Eq. 2 and 3): scales 1..N run all D layers, later
+scales only the layers I_d. In teacher forcing this means a skipped layer updates the
+bridge tokens and leaves the flexible-zone tokens as they are; because attention is
+block-causal, the flexible tokens at a subnet layer still see the bridge tokens' states
+at that same layer, exactly what the KV-cached sampler sees.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..supernet import Subnet
+
+
+class SelfAttention(nn.Module):
+    """Multi-head attention with L2-normalised queries and keys (attn_l2_norm).
+
+    `kv_cache`, when given, is an object with `append(k, v) -> (k_all, v_all)`: the
+    sampler decides how keys and values are stored (see variant.sampler).
+    """
+
+    def __init__(self, width: int, num_heads: int, attn_l2_norm: bool = True):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, width // num_heads
+        self.attn_l2_norm = attn_l2_norm
+        self.mat_qkv = nn.Linear(width, 3 * width, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(width))
+        self.v_bias = nn.Parameter(torch.zeros(width))
+        self.register_buffer("zero_k_bias", torch.zeros(width))
+        if attn_l2_norm:  # learnable per-head temperature, capped at 100
+            self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), 4.0).log())
+            self.scale = 1.0
+        else:
+            self.scale = 0.25 / math.sqrt(self.head_dim)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x, attn_mask=None, kv_cache=None):
+        B, L, C = x.shape
+        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, c)
+        if self.attn_l2_norm:
+            scale_mul = self.scale_mul_1H11.clamp_max(math.log(100)).exp()
+            q = F.normalize(q, dim=-1).mul(scale_mul)
+            k = F.normalize(k, dim=-1)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
+        dtype = v.dtype  # keys come out of the fp32 normalisation; attend in one dtype
+        out = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v, attn_mask=attn_mask,
+                                             scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+
+
+class FFN(nn.Module):
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class AdaLNBlock(nn.Module):
+    """Transformer block whose LayerNorms are modulated by the class condition."""
+
+    def __init__(self, width, num_heads, mlp_ratio=4.0, shared_aln=False, attn_l2_norm=True,
+                 norm_eps=1e-6):
+        super().__init__()
+        self.width = width
+        self.attn = SelfAttention(width, num_heads, attn_l2_norm)
+        self.ffn = FFN(width, round(width * mlp_ratio))
+        self.ln_wo_grad = nn.LayerNorm(width, eps=norm_eps, elementwise_affine=False)
+        self.shared_aln = shared_aln
+        if shared_aln:  # VAR-d36: a per-block offset on one model-level projection
+            self.ada_gss = nn.Parameter(torch.randn(1, 1, 6, width) / width**0.5)
+        else:
+            self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+
+    def modulation(self, cond):
+        """(gamma1, gamma2, scale1, scale2, shift1, shift2), each (B, 1, C)."""
+        if self.shared_aln:  # cond is already the shared projection, (B, 1, 6, C)
+            return (self.ada_gss + cond).unbind(2)
+        return self.ada_lin(cond).view(-1, 1, 6, self.width).unbind(2)
+
+    def forward(self, x, cond, attn_mask=None, kv_cache=None):
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(cond)
+        h = self.ln_wo_grad(x).mul(scale1.add(1)).add(shift1)
+        x = x + self.attn(h, attn_mask, kv_cache).mul(gamma1)
+        h = self.ln_wo_grad(x).mul(scale2.add(1)).add(shift2)
+        return x + self.ffn(h).mul(gamma2)
+
+
+class AdaLNBeforeHead(nn.Module):
+    def __init__(self, width, norm_eps=1e-6):
+        super().__init__()
+        self.width = width
+        self.ln_wo_grad = nn.LayerNorm(width, eps=norm_eps, elementwise_affine=False)
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+
+    def forward(self, x, cond):
+        scale, shift = self.ada_lin(cond).view(-1, 1, 2, self.width).unbind(2)
+        return self.ln_wo_grad(x).mul(scale.add(1)).add(shift)
+
+
+class VAR(nn.Module):
+    def __init__(self, depth=16, width=None, num_heads=None, num_classes=1000, vocab_size=4096,
+                 cvae=32, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), mlp_ratio=4.0,
+                 shared_aln=False, attn_l2_norm=True, cond_drop_rate=0.1, norm_eps=1e-6):
+        super().__init__()
+        width = 64 * depth if width is None else width          # released models: C = 64 D
+        num_heads = depth if num_heads is None else num_heads   # and head dim 64
+        if width % num_heads:
+            raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
+        self.depth, self.width, self.num_heads = depth, width, num_heads
+        self.num_classes, self.vocab_size, self.cvae = num_classes, vocab_size, cvae
+        self.patch_nums = tuple(patch_nums)
+        self.shared_aln = shared_aln
+        self.cond_drop_rate = cond_drop_rate
+        self.L = sum(p * p for p in self.patch_nums)
+        self.first_l = self.patch_nums[0] ** 2
+        ends = torch.tensor([p * p for p in self.patch_nums]).cumsum(0).tolist()
+        self.scale_bounds = list(zip([0] + ends[:-1], ends))  # token range of each scale
+
+        init_std = math.sqrt(1 / width / 3)
+        self.word_embed = nn.Linear(cvae, width)
+        self.class_emb = nn.Embedding(num_classes + 1, width)  # row num_classes: "no class"
+        self.pos_start = nn.Parameter(torch.empty(1, self.first_l, width))
+        self.pos_1LC = nn.Parameter(torch.empty(1, self.L, width))
+        self.lvl_embed = nn.Embedding(len(self.patch_nums), width)
+        for p in (self.class_emb.weight, self.pos_start, self.pos_1LC, self.lvl_embed.weight):
+            nn.init.trunc_normal_(p, std=init_std)
+        self.shared_ada_lin = (nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+                               if shared_aln else nn.Identity())
+        self.blocks = nn.ModuleList(
+            AdaLNBlock(width, num_heads, mlp_ratio, shared_aln, attn_l2_norm, norm_eps)
+            for _ in range(depth))
+        self.head_nm = AdaLNBeforeHead(width, norm_eps)
+        self.head = nn.Linear(width, vocab_size)
+
+        level = torch.cat([torch.full((p * p,), k) for k, p in enumerate(self.patch_nums)])
+        self.register_buffer("lvl_1L", level.view(1, self.L))
+        # Block-causal: a token sees every token of its own and earlier scales.
+        mask = torch.where(level.view(-1, 1) >= level.view(1, -1), 0.0, -torch.inf)
+        self.register_buffer("attn_bias_for_masking", mask.view(1, 1, self.L, self.L))
+
+    # ---- pieces shared by teacher forcing and sampling --------------------------------
+    @property
+    def num_scales(self) -> int:
+        return len(self.patch_nums)
+
+    def subnet(self, subnet_depth: int | None = None, bridge: int | None = None) -> Subnet:
+        """The (d, N) configuration; None means full depth / all scales in the bridge."""
+        if subnet_depth is None:
+            return Subnet.full(self.depth, self.num_scales)
+        return Subnet(self.depth, subnet_depth, self.num_scales if bridge is None else bridge,
+                      self.num_scales)
+
+    def condition(self, label_B):
+        """Class embedding, and the blocks' AdaLN input: the embedding itself, or for
+        shared_aln models the one shared projection, (B, 1, 6, C)."""
+        cond = self.class_emb(label_B)
+        if not self.shared_aln:
+            return cond, cond
+        return cond, self.shared_ada_lin(cond).view(-1, 1, 6, self.width)
+
+    def level_pos(self, k: int):
+        """Level + position embedding of scale k's tokens, (1, pn^2, C)."""
+        a, b = self.scale_bounds[k]
+        return self.lvl_embed(self.lvl_1L[:, a:b]) + self.pos_1LC[:, a:b]
+
+    def first_tokens(self, cond):
+        return cond.unsqueeze(1).expand(-1, self.first_l, -1) + self.pos_start + self.level_pos(0)
+
+    def logits(self, h, cond):
+        """The head runs in float32, as the reference does."""
+        with torch.autocast(h.device.type, enabled=False):
+            return self.head(self.head_nm(h.float(), cond.float()))
+
+    # ---- teacher forcing ----------------------------------------------------------------
+    def forward(self, label_B, var_input, subnet: Subnet | None = None):
+        """Logits (B, L, V) of every scale given the ground-truth inputs of scales 1..K-1.
+
+        var_input: (B, L - first_l, Cvae) from VQVAE.quantize.teacher_forcing_input.
+        subnet: which layers each scale runs; None = full depth. Labels are replaced by
+        the "no class" row with probability cond_drop_rate in training mode (for CFG).
+        """
+        subnet = subnet or Subnet.full(self.depth, self.num_scales)
+        if self.training and self.cond_drop_rate > 0:
+            drop = torch.rand(label_B.shape[0], device=label_B.device) < self.cond_drop_rate
+            label_B = torch.where(drop, self.num_classes, label_B)
+        cond, cond_blocks = self.condition(label_B)
+        x = torch.cat((cond.unsqueeze(1).expand(-1, self.first_l, -1) + self.pos_start,
+                       self.word_embed(var_input.float())), dim=1)
+        x = x + self.lvl_embed(self.lvl_1L) + self.pos_1LC
+        mask = self.attn_bias_for_masking.to(x.dtype)
+        for i, block in enumerate(self.blocks):
+            active = [k for k in range(self.num_scales) if subnet.runs(i, k)]
+            if len(active) == self.num_scales:
+                x = block(x, cond_blocks, mask)
+            elif active:
+                # Only the tokens of scales that run this layer pass it; the others keep
+                # their state, and no token attends to them here (the sampler caches nothing
+                # for a layer at a scale it skips).
+                idx = torch.cat([torch.arange(*self.scale_bounds[k], device=x.device) for k in active])
+                h = block(x[:, idx], cond_blocks, mask[..., idx[:, None], idx])
+                x = x.index_copy(1, idx, h)
+        return self.logits(x, cond)

@@ -1,0 +1,31 @@
+"""Shared fixtures: small random models with the reference's structure."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from variant.models import VAR, VQVAE
+
+GOLDEN = Path(__file__).parent / "data" / "golden" / "var_small"
+PATCH_NUMS = (1, 2, 3, 4, 5)
+
+
+def small_var(depth=6, shared_aln=False, seed=0, **kw) -> VAR:
+    torch.manual_seed(seed)
+    kw = dict(width=64, num_heads=2, num_classes=5, vocab_size=32, cvae=8, patch_nums=PATCH_NUMS) | kw
+    var = VAR(depth=depth, shared_aln=shared_aln, **kw)
+    with torch.no_grad():  # AdaLN gates start near zero in real training; make every layer matter
+        for p in var.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return var.eval()
+
+
+def small_vae(seed=0, patch_nums=PATCH_NUMS) -> VQVAE:
+    torch.manual_seed(seed)
+    return VQVAE(vocab_size=32, z_channels=8, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                 patch_nums=patch_nums).eval()
+
+
+@pytest.fixture
+def golden_dir() -> Path:
+    return GOLDEN

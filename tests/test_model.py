@@ -1,0 +1,115 @@
+"""Train/infer consistency of the supernet and the model's structure."""
+import pytest
+import torch
+
+from conftest import small_vae, small_var
+from variant.costmodel import VARShape, parameter_count
+from variant.sampler import generate
+from variant.supernet import Subnet
+
+
+def teacher_logits(var, vae, labels, tokens, subnet):
+    """Cond and no-class logits of the teacher-forced forward on the sampled tokens."""
+    var_input = vae.quantize.teacher_forcing_input(tokens)
+    with torch.no_grad():
+        cond = var(labels, var_input, subnet)
+        uncond = var(torch.full_like(labels, var.num_classes), var_input, subnet)
+    return torch.cat((cond, uncond))
+
+
+SUBNETS = {
+    "full": lambda var: var.subnet(),
+    "d2_N2": lambda var: var.subnet(2, 2),
+    "d3_N4": lambda var: var.subnet(3, 4),
+    "d4_N1": lambda var: var.subnet(4, 1),
+    "skip_all": lambda var: var.subnet(2, 0),
+    "early_scales": lambda var: Subnet.on_scales(var.depth, 3, {0, 1}, var.num_scales),
+    "middle_scales": lambda var: Subnet.on_scales(var.depth, 2, {2, 3}, var.num_scales),
+}
+
+
+@pytest.mark.parametrize("shared_aln", [False, True])
+@pytest.mark.parametrize("which", SUBNETS)
+def test_teacher_forcing_equals_sampler(which, shared_aln):
+    """The logits the sampler computes scale by scale with its KV cache equal those of the
+    one-pass teacher-forced forward on the same tokens, for full depth and subnets
+    (including Table 1's subnet on early or middle scales)."""
+    var, vae = small_var(shared_aln=shared_aln), small_vae()
+    subnet = SUBNETS[which](var)
+    labels = torch.tensor([0, 3, 4])
+    gen = torch.Generator().manual_seed(1)
+    out = generate(var, vae, labels, subnet, cfg=2.0, top_k=8, top_p=0.9, generator=gen,
+                   decode=False, record_logits=True)
+    tf = teacher_logits(var, vae, labels, out.tokens, subnet)
+    for k, (a, b) in enumerate(var.scale_bounds):
+        assert torch.allclose(out.raw_logits[k], tf[:, a:b], atol=1e-5), f"scale {k}"
+
+
+def test_subnets_compute_different_things():
+    """Guards the test above: a subnet's logits differ from the full model's."""
+    var, vae = small_var(), small_vae()
+    labels = torch.tensor([1, 2])
+    tokens = generate(var, vae, labels, top_k=4, generator=torch.Generator().manual_seed(0), decode=False).tokens
+    full = teacher_logits(var, vae, labels, tokens, var.subnet())
+    sub = teacher_logits(var, vae, labels, tokens, var.subnet(2, 2))
+    n_bridge = var.scale_bounds[1][1]
+    assert torch.allclose(full[:, :n_bridge], sub[:, :n_bridge], atol=1e-6)   # bridge: all layers
+    assert (full[:, n_bridge:] - sub[:, n_bridge:]).abs().max() > 1e-2         # flexible: subnet
+
+
+def test_skipped_layers_cache_only_bridge_tokens():
+    var, vae = small_var(depth=6), small_vae()
+    out = generate(var, vae, torch.tensor([0]), var.subnet(2, 3), top_k=1, decode=False)
+    bridge, total = 1 + 4 + 9, var.L
+    assert out.kv_tokens_per_layer == [total, bridge, bridge, bridge, bridge, total]
+
+
+def test_seeded_sampling_is_reproducible_and_seed_dependent():
+    var, vae = small_var(), small_vae()
+    labels = torch.tensor([0, 1, 2, 3])
+    run = lambda s: generate(var, vae, labels, top_k=16, top_p=0.95,
+                             generator=torch.Generator().manual_seed(s)).images
+    assert torch.equal(run(7), run(7))
+    assert not torch.equal(run(7), run(8))
+
+
+def test_depth_switch_needs_no_reload():
+    """One model object samples every (d, N); its weights are untouched by switching."""
+    var, vae = small_var(), small_vae()
+    before = {k: v.clone() for k, v in var.state_dict().items()}
+    for d, N in [(2, 2), (4, 3), (None, None), (2, 2)]:
+        generate(var, vae, torch.tensor([0]), var.subnet(d, N), top_k=1, decode=False)
+    assert all(torch.equal(before[k], v) for k, v in var.state_dict().items())
+
+
+def test_class_dropout_uses_the_no_class_row():
+    var, vae = small_var(), small_vae()
+    tokens = generate(var, vae, torch.tensor([1, 2]), top_k=1, decode=False).tokens
+    x = vae.quantize.teacher_forcing_input(tokens)
+    var.cond_drop_rate = 1.0
+    var.train()
+    dropped = var(torch.tensor([1, 2]), x)
+    var.eval()
+    assert torch.allclose(dropped, var(torch.tensor([5, 5]), x))
+    assert not torch.allclose(dropped, var(torch.tensor([1, 2]), x))
+
+
+@pytest.mark.parametrize("kw", [dict(depth=6), dict(depth=3, shared_aln=True), dict(depth=4, mlp_ratio=2.0)])
+def test_parameter_count_matches_cost_model(kw):
+    var = small_var(**kw)
+    shape = VARShape(depth=var.depth, width=var.width, num_heads=var.num_heads, patch_nums=var.patch_nums,
+                     vocab=var.vocab_size, cvae=var.cvae, num_classes=var.num_classes,
+                     mlp_ratio=kw.get("mlp_ratio", 4.0), shared_aln=var.shared_aln)
+    assert parameter_count(shape) == sum(p.numel() for p in var.parameters())
+
+
+def test_vqvae_roundtrip_shapes():
+    vae = small_vae()
+    img = torch.rand(2, 3, vae.image_size, vae.image_size) * 2 - 1
+    with torch.no_grad():
+        tokens = vae.img_to_tokens(img)
+        assert [t.shape for t in tokens] == [(2, p * p) for p in vae.patch_nums]
+        x = vae.quantize.teacher_forcing_input(tokens)
+        assert x.shape == (2, sum(p * p for p in vae.patch_nums[1:]), vae.Cvae)
+        rec = vae.tokens_to_img(tokens)
+    assert rec.shape == img.shape and rec.min() >= -1 and rec.max() <= 1
