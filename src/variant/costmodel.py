@@ -144,3 +144,25 @@ def flops(shape: VARShape, subnet: Subnet, batch: int, cfg: bool = True) -> dict
     total = dense + attention + conditioning + head + embed
     return {"dense": float(dense), "attention": float(attention), "head": float(head),
             "other": float(conditioning + embed), "total": float(total)}
+
+
+def add_parser(sub):
+    p = sub.add_parser("cost", help="analytic KV cache, parameters and FLOPs of sampling")
+    p.add_argument("--depth", type=int, default=30)
+    p.add_argument("--subnet-depth", type=int, nargs="*", default=[30, 16, 8, 4, 2])
+    p.add_argument("--bridge", type=int, nargs="*", default=[6])
+    p.add_argument("--batch", type=int, default=64)
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    shape = VARShape.from_depth(args.depth)
+    print(f"VAR-d{args.depth}: {parameter_count(shape) / 1e9:.3f}B parameters, batch {args.batch} (x2 for CFG)")
+    print(f"{'config':<12} {'KV ref MiB':>11} {'KV lean MiB':>12} {'TFLOP':>8}")
+    for d in args.subnet_depth:
+        for n in args.bridge if d != args.depth else [shape.num_scales]:
+            name = f"d{d}" + (f" N={n}" if d != args.depth else "")
+            print(f"{name:<12} {kv_cache_mib(shape, d, n, args.batch):>11.1f} "
+                  f"{kv_cache_mib(shape, d, n, args.batch, 'lean'):>12.1f} "
+                  f"{flops(shape, subnet_of(shape, d, n), args.batch)['total'] / 1e12:>8.1f}")
+    return 0

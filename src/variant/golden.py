@@ -113,3 +113,16 @@ def format_checks(checks: list[Check]) -> str:
     failed = sum(not c.ok for c in checks)
     lines.append(f"{len(checks) - failed} passed, {failed} failed")
     return "\n".join(lines)
+
+
+def add_parser(sub):
+    p = sub.add_parser("verify-golden", help="compare this installation with the reference's golden vectors")
+    p.add_argument("directory", help="a directory with config.json, vae.pth, var.pth, vectors.pth")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    checks = verify_golden(args.directory, device=args.device)
+    print(format_checks(checks))
+    return 0 if all(c.ok for c in checks) else 1
