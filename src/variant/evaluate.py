@@ -1,0 +1,79 @@
+"""The evaluate stage: FID, IS, precision and recall of one configuration's samples,
+written as one parquet row with its provenance; `collect` gathers the rows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .checkpoint import sha256_file
+from .config import load_params
+from .metrics import compute_metrics
+from .provenance import provenance, write_parquet
+from .sample import parse_config
+
+
+def evaluate(params: dict, samples, reference, run: str, config: str, checkpoint,
+             weights=None, device=None) -> pd.DataFrame:
+    samples = Path(samples)
+    with np.load(samples) as f:
+        images = f["arr_0"]
+        expected = params["sample"]["per_class"] * params["data"]["num_classes"]
+        if len(images) != expected:
+            raise ValueError(f"{samples}: {len(images)} images, the profile asks for {expected}")
+        if "checkpoint_sha256" in f.files and str(f["checkpoint_sha256"]) != sha256_file(checkpoint):
+            raise ValueError(f"{samples} was sampled from another checkpoint than {checkpoint}; resample it")
+    device = device or params["device"]
+    m = compute_metrics(images, reference, extractor=params["evaluate"]["extractor"],
+                        weights_path=weights, device=device)
+    D, K = params["model"]["var"]["depth"], len(params["model"]["patch_nums"])
+    subnet = parse_config(config, D, K)
+    row = {
+        "run": run, "config": config, "subnet_depth": subnet.subnet_depth,
+        "bridge": subnet.bridge if subnet.subnet_scales is None else -1,
+        "scales": "-".join(str(k + 1) for k in range(K) if subnet.in_subnet(k)) if not subnet.is_full else "",
+        "fid": m["fid"], "isc_mean": m["isc_mean"], "isc_std": m["isc_std"],
+        "precision": m["precision"], "recall": m["recall"], "num_samples": m["num_generated"],
+        "extractor": m["extractor"],
+        **provenance(params, params["sample"]["seed"], device, sha256_file(checkpoint)),
+    }
+    return pd.DataFrame([row])
+
+
+def collect(rows: list[str | Path], out) -> pd.DataFrame:
+    """One table of every configuration; a configuration appears once."""
+    df = pd.concat([pd.read_parquet(r) for r in rows], ignore_index=True)
+    dup = df.duplicated(["run", "config"], keep=False)
+    if dup.any():
+        raise ValueError(f"duplicate rows for {df.loc[dup, ['run', 'config']].drop_duplicates().values.tolist()}")
+    write_parquet(df.sort_values(["run", "config"]), out)
+    return df
+
+
+def add_parser(sub):
+    p = sub.add_parser("evaluate", help="FID/IS/precision/recall of one configuration's samples")
+    p.add_argument("--profile")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--samples", required=True, help=".npz from `variant sample`")
+    p.add_argument("--reference", required=True, help="reference images: .npz or a directory of PNGs")
+    p.add_argument("--weights", help="feature-extractor weights (tiny profile)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--config", required=True)
+    p.add_argument("--checkpoint", required=True, help="the VAR checkpoint the samples came from")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device")
+    p.set_defaults(func=_evaluate_main)
+
+    p = sub.add_parser("collect", help="gather per-configuration metric rows into one parquet")
+    p.add_argument("rows", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=lambda a: collect(a.rows, a.out) is not None and 0)
+
+
+def _evaluate_main(a) -> int:
+    params = load_params(a.params, a.profile)
+    df = evaluate(params, a.samples, a.reference, a.run, a.config, a.checkpoint, a.weights, a.device)
+    write_parquet(df, a.out)
+    print(df[["run", "config", "fid", "isc_mean", "precision", "recall"]].to_string(index=False))
+    return 0

@@ -1,0 +1,53 @@
+"""What every result row records, and writing results so a crash never leaves half a file."""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """HEAD of the checkout the code runs from, with `-dirty` if it has local changes."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name(device: str | torch.device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def provenance(cfg: dict, seed: int, device, checkpoint_sha256: str | None = None) -> dict:
+    return {"profile": cfg["profile"], "config_hash": cfg["config_hash"],
+            "checkpoint_sha256": checkpoint_sha256 or "", "git_commit": git_commit(),
+            "seed": int(seed), "device": device_name(device), "torch_version": torch.__version__}
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Atomic: written to a temporary file beside `path`, then renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

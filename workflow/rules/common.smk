@@ -1,0 +1,35 @@
+# Names and paths shared by the rules. Which runs and configurations the profile asks
+# for is computed by variant.dag from params.yaml (P), the same code that writes dvc.yaml.
+from variant import dag
+
+VAR = f"{A}/pretrained/var.pth"
+VAE = f"{A}/pretrained/vae.pth"
+TINY = P["data"]["source"] == "synthetic"
+PY = "variant"   # every rule calls `variant <stage> --profile ...`
+PROFILE_ARG = f"--profile {PROFILE}"
+
+
+RUNS = dag.runs_and_configs(P)
+TRAINED_RUNS = dag.trained_runs(P)
+
+
+def checkpoint(run):
+    return dag.checkpoint(P, run)
+
+
+def resources(rule_name):
+    """sbatch resources of a rule from params.yaml (default, overlaid by the rule's entry),
+    in the SLURM plugin's names (gpu -> --gpus)."""
+    r = dict(P["resources"]["default"]) | P["resources"].get(rule_name, {})
+    out = {k: r[k] for k in ("cpus_per_task", "mem_mb", "runtime") if k in r}
+    if r.get("gpus"):
+        out["gpu"] = r["gpus"]
+    if r.get("nodes"):
+        out["nodes"] = r["nodes"]
+    return out
+
+
+wildcard_constraints:
+    run=r"pretrained|progressive_d\d+|fixed_p[0-9.]+_d\d+|skipall_d\d+",
+    config=r"full|d\d+_N\d+|d\d+_S[0-9-]+",
+    split=r"train|eval",

@@ -1,0 +1,9 @@
+# Stage 5. Latency (VQVAE decode excluded), peak memory, KV cache and parameters per
+# (d, N, batch) on the device at hand, in reference and lean sampler modes.
+
+rule profile:
+    input: var=VAR, vae=VAE
+    output: f"{R}/profiling.parquet"
+    log: f"{LOGS}/profile.log"
+    resources: **resources("profile")
+    shell: "{PY} profile {PROFILE_ARG} --var {input.var} --vae {input.vae} --out {output} > {log} 2>&1"
