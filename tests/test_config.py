@@ -1,0 +1,55 @@
+"""params.yaml: profiles resolve, and every bad value stops with the key named."""
+import pytest
+import yaml
+
+from variant import dag
+from variant.config import ParamsError, load_params
+
+
+def test_default_profile_is_tiny_and_hashed():
+    P = load_params()
+    assert P["profile"] == "tiny" and len(P["config_hash"]) == 16
+    assert load_params(overrides={"sample.cfg": 2.0})["config_hash"] != P["config_hash"]
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"train.batch_size": 0}, "profiles.tiny.train.batch_size: 0 is less than the minimum of 1"),
+    ({"train.optimizer.lr": "fast"}, "profiles.tiny.train.optimizer.lr: 'fast' is not of type 'number'"),
+    ({"sample.top_p": 1.5}, "profiles.tiny.sample.top_p: 1.5 is greater than the maximum of 1"),
+    ({"train.subnet_depths": [2, 8]}, "profiles.tiny.train.subnet_depths: subnet depth 8 is outside 2..7"),
+    ({"sample.bridges": [6, 11]}, "profiles.tiny.sample.bridges: bridge size 11 is outside 0..10"),
+    ({"train.subnet_depths": [2, 3]}, "profiles.tiny.train.phases: no phase lengths for subnet depth 3"),
+    ({"evaluate.extractor": "clip"}, "profiles.tiny.evaluate.extractor: 'clip' is not one of"),
+])
+def test_bad_values_name_the_key(overrides, needle):
+    with pytest.raises(ParamsError, match=needle.replace("(", r"\(").replace("[", r"\[")):
+        load_params(overrides=overrides)
+
+
+def test_unknown_key_is_named(tmp_path):
+    doc = yaml.safe_load(open("params.yaml"))
+    doc["profiles"]["tiny"]["sample"]["temperature"] = 1.0
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ParamsError, match=r"profiles.tiny.sample: Additional properties are not allowed \('temperature'"):
+        load_params(tmp_path / "p.yaml")
+
+
+def test_unknown_profile_and_missing_imagenet():
+    with pytest.raises(ParamsError, match="profile 'huge' is not defined under `profiles` \\(known: tiny, paper\\)"):
+        load_params(profile="huge")
+    with pytest.raises(ParamsError, match="profiles.paper.data.root is not set"):
+        load_params(profile="paper")
+    assert load_params(profile="paper", overrides={"data.root": "/imagenet/train"})["data"]["root"] == "/imagenet/train"
+
+
+def test_paper_grid():
+    """The paper profile asks for the paper's whole grid (Tables 1-8, Figure 2a)."""
+    P = load_params(profile="paper", overrides={"data.root": "/imagenet/train"})
+    runs = dag.runs_and_configs(P)
+    assert dag.trained_runs(P) == ["progressive_d2", "progressive_d4", "progressive_d8", "progressive_d16"] + [
+        f"fixed_p{p}_d16" for p in ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1")] + ["skipall_d16"]
+    assert runs["progressive_d16"] == ["d16_N6", "d16_N7", "d16_N8", "d16_N9", "full"]   # N=10 is full depth
+    assert runs["pretrained"] == sorted(["full", "d16_S1-2-3", "d16_S4-5-6", "d16_S7-8-9-10",
+                                         "d2_N6", "d4_N6", "d8_N6", "d16_N6"])
+    assert runs["skipall_d16"] == ["d16_N0", "full"]
+    assert sum(map(len, runs.values())) == 50   # configurations sampled with 50,000 images each
