@@ -53,6 +53,33 @@ def table_runs(P: dict) -> dict[str, dict[str, list[str]]]:
     }
 
 
+# Report outputs: name -> (kind, what it reads besides metric rows).
+REPORT_ITEMS = {
+    "table1": ("table", ()), "table2": ("table", ("profiling",)), "table3": ("table", ("profiling",)),
+    "table4": ("table", ()), "table5": ("table", ()), "table7": ("table", ()), "table8": ("table", ()),
+    "pareto": ("figure", ()), "fig2b_losses": ("figure", ("logs",)), "fig3a_schedule": ("figure", ("logs",)),
+    "fig5_depth": ("figure", ("profiling",)), "fig5_bridge": ("figure", ("profiling",)),
+    "fig5_space": ("figure", ("profiling",)),
+}
+
+
+def report_runs(P: dict, item: str) -> dict[str, list[str]]:
+    """The quality rows one table or figure reads."""
+    runs = table_runs(P)
+    return runs["fig5"] if item.startswith("fig5") else runs.get(item, {})
+
+
+def report_logs(P: dict, item: str) -> list[str]:
+    """The training runs whose logs a figure reads: Figure 2b the fixed ratios, 3a the
+    progressive schedule."""
+    if item == "fig2b_losses":
+        fd = P["train"]["fixed_ratios"]["depth"]
+        return [fixed_ratio_run(p, fd) for p in P["train"]["fixed_ratios"]["p"]]
+    if item == "fig3a_schedule":
+        return [f"progressive_d{d}" for d in P["train"]["subnet_depths"]]
+    return []
+
+
 def runs_and_configs(P: dict) -> dict[str, list[str]]:
     """{run: sorted configurations} over every table and figure."""
     merged: dict[str, set[str]] = {}

@@ -1,6 +1,7 @@
 # Names and paths shared by the rules. Which runs and configurations the profile asks
 # for is computed by variant.dag from params.yaml (P), the same code that writes dvc.yaml.
 from variant import dag
+from variant.config import config_hash
 
 VAR = f"{A}/pretrained/var.pth"
 VAE = f"{A}/pretrained/vae.pth"
@@ -11,6 +12,12 @@ PROFILE_ARG = f"--profile {PROFILE}"
 
 RUNS = dag.runs_and_configs(P)
 TRAINED_RUNS = dag.trained_runs(P)
+
+
+def knobs(*sections):
+    """Hash of the params.yaml sections a rule's command reads. Given as a rule param, so
+    Snakemake reruns the job when one of them is edited (its `params` rerun trigger)."""
+    return config_hash({s: P[s] for s in sections})
 
 
 def checkpoint(run):

@@ -4,7 +4,8 @@ rule evaluate:
     input: samples=f"{A}/samples/{{run}}/{{config}}.npz", reference=REFERENCE,
            ckpt=lambda w: checkpoint(w.run), extractor=EXTRACTOR
     output: f"{A}/metrics/{{run}}/{{config}}.parquet"
-    params: weights=lambda w, input: f"--weights {input.extractor}" if input.extractor else ""
+    params: weights=lambda w, input: f"--weights {input.extractor}" if input.extractor else "",
+            knobs=knobs("data", "sample", "evaluate")
     log: f"{LOGS}/evaluate/{{run}}/{{config}}.log"
     resources: **resources("evaluate")
     shell: "{PY} evaluate {PROFILE_ARG} --samples {input.samples} --reference {input.reference} "

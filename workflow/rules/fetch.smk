@@ -5,6 +5,7 @@ if TINY:
 
     rule make_data:
         output: directory(f"{A}/data/{{split}}")
+        params: knobs=knobs("data")
         log: f"{LOGS}/make_data/{{split}}.log"
         resources: **resources("default")
         shell: "{PY} make-data {PROFILE_ARG} --split {wildcards.split} --out {output} > {log} 2>&1"
@@ -12,6 +13,7 @@ if TINY:
     rule fetch:
         input: data=f"{A}/data/train"
         output: var=VAR, vae=VAE, record=f"{A}/pretrained/fetch.json"
+        params: knobs=knobs("data", "model", "fetch")
         log: f"{LOGS}/fetch.log"
         resources: **resources("fetch")
         shell: "{PY} fetch {PROFILE_ARG} --out-dir {A}/pretrained --data {input.data} > {log} 2>&1"
@@ -19,6 +21,7 @@ if TINY:
     rule train_extractor:
         input: data=f"{A}/data/train"
         output: f"{A}/feature_extractor.pth"
+        params: knobs=knobs("data", "fetch")
         log: f"{LOGS}/train_extractor.log"
         resources: **resources("default")
         shell: "{PY} train-extractor {PROFILE_ARG} --data {input.data} --out {output} > {log} 2>&1"
@@ -32,6 +35,7 @@ else:
     rule fetch:
         output: var=VAR, vae=VAE, record=f"{A}/pretrained/fetch.json",
                 reference=f"{A}/pretrained/{P['fetch']['reference_batch']}"
+        params: knobs=knobs("model", "fetch")
         log: f"{LOGS}/fetch.log"
         resources: **resources("fetch")
         shell: "{PY} fetch {PROFILE_ARG} --out-dir {A}/pretrained > {log} 2>&1"

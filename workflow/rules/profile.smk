@@ -4,6 +4,7 @@
 rule profile:
     input: var=VAR, vae=VAE
     output: f"{R}/profiling.parquet"
+    params: knobs=knobs("model", "profiling")
     log: f"{LOGS}/profile.log"
     resources: **resources("profile")
     shell: "{PY} profile {PROFILE_ARG} --var {input.var} --vae {input.vae} --out {output} > {log} 2>&1"

@@ -3,6 +3,7 @@
 rule sample:
     input: var=lambda w: checkpoint(w.run), vae=VAE
     output: f"{A}/samples/{{run}}/{{config}}.npz"
+    params: knobs=knobs("model", "sample")
     log: f"{LOGS}/sample/{{run}}/{{config}}.log"
     resources: **resources("sample")
     shell: "{PY} sample {PROFILE_ARG} --var {input.var} --vae {input.vae} "

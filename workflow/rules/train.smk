@@ -4,7 +4,7 @@
 rule tokenize:
     input: vae=VAE, data=TRAIN_DATA
     output: f"{A}/tokens/train/index.json"
-    params: data=TRAIN_DATA or P["data"].get("root")
+    params: data=TRAIN_DATA or P["data"].get("root"), knobs=knobs("data", "model")
     log: f"{LOGS}/tokenize.log"
     resources: **resources("tokenize")
     shell: "{PY} tokenize {PROFILE_ARG} --vae {input.vae} --data {params.data} "
@@ -20,7 +20,7 @@ def launcher(wildcards, resources):
 rule train:
     input: init=VAR, vae=VAE, tokens=f"{A}/tokens/train/index.json"
     output: ckpt=f"{A}/checkpoints/{{run}}.pth", log=f"{A}/train/{{run}}/log.parquet"
-    params: launch=launcher
+    params: launch=launcher, knobs=knobs("model", "train")
     log: f"{LOGS}/train/{{run}}.log"
     resources: **resources("train")
     shell: "{params.launch} train {PROFILE_ARG} --run {wildcards.run} --init {input.init} "
