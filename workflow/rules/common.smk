@@ -14,10 +14,15 @@ RUNS = dag.runs_and_configs(P)
 TRAINED_RUNS = dag.trained_runs(P)
 
 
-def knobs(*sections):
-    """Hash of the params.yaml sections a rule's command reads. Given as a rule param, so
-    Snakemake reruns the job when one of them is edited (its `params` rerun trigger)."""
-    return config_hash({s: P[s] for s in sections})
+def knobs(*keys):
+    """Hash of the params.yaml sections (dotted keys) a rule's command reads. Given as a
+    rule param, so Snakemake reruns the job when one of them is edited."""
+    def get(dotted):
+        node = P
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+    return config_hash({k: get(k) for k in keys})
 
 
 def checkpoint(run):

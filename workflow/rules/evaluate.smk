@@ -3,7 +3,7 @@
 rule evaluate:
     input: samples=f"{A}/samples/{{run}}/{{config}}.npz", reference=REFERENCE,
            ckpt=lambda w: checkpoint(w.run), extractor=EXTRACTOR
-    output: f"{A}/metrics/{{run}}/{{config}}.parquet"
+    output: f"{R}/metrics/{{run}}/{{config}}.parquet"
     params: weights=lambda w, input: f"--weights {input.extractor}" if input.extractor else "",
             knobs=knobs("data", "sample", "evaluate")
     log: f"{LOGS}/evaluate/{{run}}/{{config}}.log"
@@ -14,7 +14,7 @@ rule evaluate:
 
 
 rule collect:
-    input: [f"{A}/metrics/{run}/{cfg}.parquet" for run, cfgs in RUNS.items() for cfg in cfgs]
+    input: [f"{R}/metrics/{run}/{cfg}.parquet" for run, cfgs in RUNS.items() for cfg in cfgs]
     output: f"{R}/quality.parquet"
     log: f"{LOGS}/collect.log"
     localrule: True

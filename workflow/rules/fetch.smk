@@ -13,7 +13,7 @@ if TINY:
     rule fetch:
         input: data=f"{A}/data/train"
         output: var=VAR, vae=VAE, record=f"{A}/pretrained/fetch.json"
-        params: knobs=knobs("data", "model", "fetch")
+        params: knobs=knobs("data", "model", "fetch.vae", "fetch.var")
         log: f"{LOGS}/fetch.log"
         resources: **resources("fetch")
         shell: "{PY} fetch {PROFILE_ARG} --out-dir {A}/pretrained --data {input.data} > {log} 2>&1"
@@ -21,7 +21,7 @@ if TINY:
     rule train_extractor:
         input: data=f"{A}/data/train"
         output: f"{A}/feature_extractor.pth"
-        params: knobs=knobs("data", "fetch")
+        params: knobs=knobs("data", "fetch.feature_extractor")
         log: f"{LOGS}/train_extractor.log"
         resources: **resources("default")
         shell: "{PY} train-extractor {PROFILE_ARG} --data {input.data} --out {output} > {log} 2>&1"

@@ -3,7 +3,7 @@
 # reviewer's paper-check report over everything.
 
 def metric_rows(runs):
-    return [f"{A}/metrics/{run}/{cfg}.parquet" for run, cfgs in runs.items() for cfg in cfgs]
+    return [f"{R}/metrics/{run}/{cfg}.parquet" for run, cfgs in runs.items() for cfg in cfgs]
 
 
 def report_outputs(item):
@@ -19,7 +19,7 @@ for _item, (_kind, _extra) in dag.REPORT_ITEMS.items():
         input:
             metrics=metric_rows(dag.report_runs(P, _item)),
             profiling=[f"{R}/profiling.parquet"] if "profiling" in _extra else [],
-            logs=[f"{A}/train/{run}/log.parquet" for run in dag.report_logs(P, _item)],
+            logs=[f"{R}/train/{run}.parquet" for run in dag.report_logs(P, _item)],
         output: report_outputs(_item)
         params: item=_item, knobs=knobs("train", "sample")
         log: f"{LOGS}/report/{_item}.log"

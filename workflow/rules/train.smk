@@ -19,7 +19,7 @@ def launcher(wildcards, resources):
 
 rule train:
     input: init=VAR, vae=VAE, tokens=f"{A}/tokens/train/index.json"
-    output: ckpt=f"{A}/checkpoints/{{run}}.pth", log=f"{A}/train/{{run}}/log.parquet"
+    output: ckpt=f"{A}/checkpoints/{{run}}.pth", log=f"{R}/train/{{run}}.parquet"
     params: launch=launcher, knobs=knobs("model", "train")
     log: f"{LOGS}/train/{{run}}.log"
     resources: **resources("train")
