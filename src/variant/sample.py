@@ -139,3 +139,49 @@ def add_parser(sub):
     p.add_argument("--device")
     p.set_defaults(func=lambda a: run_sample(load_params(a.params, a.profile), a.var, a.vae, a.config,
                                              a.out, a.shards, a.device) and 0)
+    add_grid_parser(sub)
+
+
+def sample_grid(npz_files: list[str], titles: list[str], out_stem: str | os.PathLike, per_row: int = 8):
+    """Figures 4 and 6: one row per configuration, the first image of `per_row` classes,
+    so rows compare the same class (and seed position) across configurations."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for path in npz_files:
+        with np.load(path) as f:
+            images, labels = f["arr_0"], f["labels"]
+        classes = np.unique(labels)[:per_row]
+        rows.append([images[np.flatnonzero(labels == c)[0]] for c in classes])
+    n_cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.1 * n_cols + 1.2, 1.1 * len(rows)), squeeze=False)
+    for i, (row, title) in enumerate(zip(rows, titles)):
+        for j, ax in enumerate(axes[i]):
+            ax.axis("off")
+            if j < len(row):
+                ax.imshow(row[j], interpolation="nearest")
+        axes[i][0].text(-0.1, 0.5, title, transform=axes[i][0].transAxes, ha="right", va="center", fontsize=8)
+    fig.subplots_adjust(left=0.15, wspace=0.05, hspace=0.05)
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    for ext in ("pdf", "png"):
+        fig.savefig(out_stem.with_suffix(f".{ext}"), dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _grid_main(a) -> int:
+    titles = a.titles or [Path(p).stem for p in a.samples]
+    if len(titles) != len(a.samples):
+        raise ValueError(f"{len(a.samples)} sample files but {len(titles)} titles")
+    sample_grid(a.samples, titles, a.out)
+    return 0
+
+
+def add_grid_parser(sub):
+    p = sub.add_parser("grid", help="a figure of sample images, one row per configuration")
+    p.add_argument("samples", nargs="+", help=".npz files from `variant sample`")
+    p.add_argument("--titles", nargs="*")
+    p.add_argument("--out", required=True, help="output path without extension (writes .pdf and .png)")
+    p.set_defaults(func=_grid_main)

@@ -40,3 +40,30 @@ rule paper_check:
 
 REPORT_OUTPUTS = [f for item in dag.REPORT_ITEMS for f in report_outputs(item)] + [
     f"{R}/paper_check.md", f"{R}/paper_check.html"]
+
+
+# Figures 4 and 6: sample grids across depths (at N = bridge) and across N (at the
+# deepest subnet), from the progressive supernets.
+def grid_inputs(kind):
+    T, S = P["train"], P["sample"]
+    if kind == "fig4_samples":
+        pairs = [("pretrained", "full", f"VAR-d{dag.depth(P)}")] + [
+            (f"progressive_d{d}", dag.grid_config(P, d, T["bridge"]), f"d{d}")
+            for d in sorted(T["subnet_depths"], reverse=True)]
+    else:
+        d = max(T["subnet_depths"])
+        pairs = [(f"progressive_d{d}", dag.grid_config(P, d, n), f"d{d} N={n}") for n in sorted(S["bridges"], reverse=True)]
+    return pairs
+
+
+for _fig in ("fig4_samples", "fig6_samples"):
+    rule:
+        name: f"report_{_fig}"
+        input: [f"{A}/samples/{run}/{cfg}.npz" for run, cfg, _ in grid_inputs(_fig)]
+        output: f"figures/{_fig}.pdf", f"figures/{_fig}.png"
+        params: titles=" ".join(f"'{t}'" for _, _, t in grid_inputs(_fig)), stem=f"figures/{_fig}"
+        log: f"{LOGS}/report/{_fig}.log"
+        localrule: True
+        shell: "{PY} grid {input} --titles {params.titles} --out {params.stem} > {log} 2>&1"
+
+REPORT_OUTPUTS += [f"figures/{f}.{e}" for f in ("fig4_samples", "fig6_samples") for e in ("pdf", "png")]
