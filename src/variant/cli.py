@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Each stage module defines add_parser(subparsers) for its own subcommand(s).
-STAGE_MODULES = ["golden", "costmodel", "fetch", "profiling", "sample", "evaluate", "dvcgen", "tokenize", "train"]
+STAGE_MODULES = ["golden", "costmodel", "fetch", "profiling", "sample", "evaluate", "dvcgen", "tokenize", "train", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
