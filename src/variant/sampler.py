@@ -4,13 +4,26 @@ One call samples one (d, N) configuration of the supernet: scales 1..N run all D
 layers, later scales only I_d (paper Alg. 2). Switching (d, N) is a different argument,
 never a reload. A layer that a scale skips neither reads nor writes its cache at that
 scale, so its cache keeps only what it computed in the bridge zone.
+
+Two modes compute the same tokens:
+- `reference` (`generate`): the reference's accounting. Caches grow by concatenation and
+  every layer keeps the last scale; under fp16 autocast keys are float32 (they come out
+  of the fp32 L2 normalisation) and values float16, as the reference holds them.
+- `lean` (`LeanSampler`): one KV buffer per (D, d, N, batch), allocated before sampling,
+  in the activation dtype (bf16 on a GPU), sized by costmodel.tokens_per_layer(...,
+  last_scale=False); the last scale's keys and values are attended to but never stored;
+  fused attention, per-sample AdaLN projections, guidance applied before the (linear)
+  head, and on CUDA one captured graph per configuration.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
+from .costmodel import VARShape, tokens_per_layer
 from .models import VAR, VQVAE
 from .supernet import Subnet
 
@@ -58,6 +71,26 @@ def sample_tokens(logits: torch.Tensor, top_k=0, top_p=0.0, generator=None) -> t
     return torch.multinomial(probs.view(-1, V), 1, generator=generator).view(B, l)
 
 
+def sample_tokens_sorted(logits: torch.Tensor, top_k=0, top_p=0.0, generator=None) -> torch.Tensor:
+    """The distribution of sample_tokens, drawn from the top-k candidates only.
+
+    topk returns the candidates in descending order, so the nucleus is a prefix: token i
+    stays if the mass before it is below top_p (the reference's rule, read from the top).
+    One uniform number per position picks a token by inverse CDF: no host sync, so the
+    whole pass can be captured in a CUDA graph, and the work is (rows, k), not (rows, V).
+    """
+    V = logits.shape[-1]
+    k = top_k if 0 < top_k < V else V
+    values, index = logits.topk(k, dim=-1)      # in the logits' dtype: the same set, fewer bytes
+    probs = values.float().softmax(-1)
+    if top_p > 0:
+        probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+    cdf = probs.cumsum(-1)
+    u = torch.rand(cdf.shape[:-1] + (1,), device=cdf.device, generator=generator) * cdf[..., -1:]
+    pick = torch.searchsorted(cdf, u, right=True).clamp_max_(k - 1)
+    return index.gather(-1, pick).squeeze(-1)
+
+
 @dataclass
 class Samples:
     tokens: list[torch.Tensor]                 # per scale, (B, pn*pn)
@@ -82,24 +115,77 @@ def check_pair(var: VAR, vae: VQVAE):
         raise ValueError("VAR and VQVAE do not match: " + "; ".join(problems))
 
 
+def _check_run(var: VAR, subnet: Subnet, prefix, stop):
+    if subnet.depth != var.depth or subnet.num_scales != var.num_scales:
+        raise ValueError(f"subnet {subnet} is for another model (D={var.depth}, K={var.num_scales})")
+    n0 = len(prefix or ())
+    if not 0 <= n0 < stop <= var.num_scales:
+        raise ValueError(f"cannot sample scales {n0}..{stop - 1} of a {var.num_scales}-scale model")
+    if n0 and len({subnet.layers_at(k) for k in range(n0)}) != 1:
+        raise ValueError("prefill needs one layer set for all prefix scales")
+
+
+def prefix_inputs(var: VAR, vae: VQVAE, cond, prefix: list[torch.Tensor], upsampled=None):
+    """Teacher-forcing inputs of the prefix scales (2B, l, C) and the running f_hat.
+
+    Used to prefill a model's KV cache with tokens another model drafted (CoDe).
+    upsampled(idx, k): what scale k adds to f_hat (default: the VQVAE's own)."""
+    H = var.patch_nums[-1]
+    up = upsampled or (lambda idx, k: vae.quantize.upsampled(idx, k, H))
+    parts, f_hat = [var.first_tokens(cond)], 0
+    for k, idx in enumerate(prefix):
+        f_hat = f_hat + up(idx, k)
+        if k < len(prefix) - 1:
+            nxt = var.word_embed(vae.quantize.next_input(f_hat, k + 1).to(cond.dtype)) + var.level_pos(k + 1)
+            parts.append(nxt.repeat(2, 1, 1).to(parts[0].dtype))
+    return torch.cat(parts, 1), f_hat
+
+
+def prefix_mask(var: VAR, n_scales: int, device) -> torch.Tensor:
+    """Block-causal boolean mask (True = attend) over the first n_scales scales."""
+    n = var.scale_bounds[n_scales - 1][1]
+    return (var.attn_bias_for_masking[0, 0, :n, :n] == 0).to(device)
+
+
 @torch.no_grad()
 def generate(var: VAR, vae: VQVAE, labels: torch.Tensor, subnet: Subnet | None = None,
              cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
              generator: torch.Generator | None = None, decode: bool = True,
-             record_logits: bool = False, make_cache=ConcatKVCache) -> Samples:
+             record_logits: bool = False, make_cache=ConcatKVCache, mode: str = "reference",
+             prefix: list[torch.Tensor] | None = None, stop: int | None = None) -> Samples:
     """Sample one image per label. At scale k the logits are guided as
-    (1 + t) * cond - t * uncond with t = cfg * k / (K - 1)."""
+    (1 + t) * cond - t * uncond with t = cfg * k / (K - 1).
+
+    mode="lean" runs LeanSampler (without CUDA graphs); keep a LeanSampler to sample
+    many batches. prefix: token maps of the first scales, drafted elsewhere, that this
+    model prefills into its cache (CoDe's refiner); stop: sample scales < stop only
+    (CoDe's drafter). Tokens returned are the sampled scales only.
+    """
+    if mode == "lean":
+        return LeanSampler(var, vae, cuda_graphs=False).generate(
+            labels, subnet, cfg, top_k, top_p, generator, decode, record_logits, prefix, stop)
+    if mode != "reference":
+        raise ValueError(f"mode must be 'reference' or 'lean', got {mode!r}")
     check_pair(var, vae)
     subnet = subnet or var.subnet()
-    if subnet.depth != var.depth or subnet.num_scales != var.num_scales:
-        raise ValueError(f"subnet {subnet} is for another model (D={var.depth}, K={var.num_scales})")
+    stop = var.num_scales if stop is None else stop
+    _check_run(var, subnet, prefix, stop)
     B, K, H = labels.shape[0], var.num_scales, var.patch_nums[-1]
     cond, cond_blocks = var.condition(torch.cat((labels, torch.full_like(labels, var.num_classes))))
     caches = [make_cache() for _ in range(var.depth)]
-    x = var.first_tokens(cond)
-    f_hat = torch.zeros(B, var.cvae, H, H, device=labels.device)
+    n0 = len(prefix or ())
+    if n0:  # prefill: the prefix scales in one block-causal pass
+        x, f_hat = prefix_inputs(var, vae, cond, prefix)
+        mask = prefix_mask(var, n0, x.device)
+        for i in subnet.layers_at(0):
+            x = var.blocks[i](x, cond_blocks, mask, caches[i])
+        nxt = var.word_embed(vae.quantize.next_input(f_hat, n0)) + var.level_pos(n0)
+        x = nxt.to(x.dtype).repeat(2, 1, 1)
+    else:
+        x = var.first_tokens(cond)
+        f_hat = torch.zeros(B, var.cvae, H, H, device=labels.device)
     out = Samples(tokens=[], f_hat=f_hat, images=None, kv_tokens_per_layer=[], kv_bytes=0)
-    for k in range(K):
+    for k in range(n0, stop):
         for i in subnet.layers_at(k):
             x = var.blocks[i](x, cond_blocks, None, caches[i])
         logits = var.logits(x, cond)
@@ -111,7 +197,7 @@ def generate(var: VAR, vae: VQVAE, labels: torch.Tensor, subnet: Subnet | None =
         if record_logits:
             out.cfg_logits.append(guided)
             out.raw_logits.append(logits)
-        if k < K - 1:
+        if k < stop - 1:
             nxt = var.word_embed(vae.quantize.next_input(f_hat, k + 1)) + var.level_pos(k + 1)
             x = nxt.to(x.dtype).repeat(2, 1, 1)
     out.f_hat = f_hat
@@ -120,3 +206,394 @@ def generate(var: VAR, vae: VQVAE, labels: torch.Tensor, subnet: Subnet | None =
     if decode:
         out.images = vae.fhat_to_img(f_hat).add(1).mul(0.5)
     return out
+
+
+# ---- lean mode -------------------------------------------------------------------------
+
+def lean_tokens_per_layer(var: VAR, subnet: Subnet, stop: int | None = None) -> list[int]:
+    """Tokens each layer stores: every sampled scale but the last (stop - 1), which no
+    later scale reads. For stop = K this is costmodel.tokens_per_layer(last_scale=False)."""
+    stop = var.num_scales if stop is None else stop
+    shape = VARShape(depth=var.depth, width=var.width, num_heads=var.num_heads,
+                     patch_nums=tuple(var.patch_nums[:stop]))
+    return tokens_per_layer(shape, subnet, last_scale=False)
+
+
+class LeanKVCache:
+    """All layers' keys and values in one buffer allocated up front.
+
+    Layer i owns a contiguous (2, rows, T_i, H, c) slice, filled scale by scale: `extend`
+    hands out the views the next scale's keys and values are written into, `held` what
+    the layer attends to. The last scale is never stored (see LeanSampler._attention).
+    """
+
+    def __init__(self, tokens: list[int], rows: int, num_heads: int, head_dim: int, dtype, device):
+        self.capacity = list(tokens)
+        per_token = rows * num_heads * head_dim
+        self.storage = torch.empty(2 * sum(tokens) * per_token, dtype=dtype, device=device)
+        self.k, self.v, offset = [], [], 0
+        for t in tokens:
+            kv = self.storage[offset:offset + 2 * t * per_token].view(2, rows, t, num_heads, head_dim)
+            self.k.append(kv[0])
+            self.v.append(kv[1])
+            offset += 2 * t * per_token
+        self.pos = [0] * len(tokens)
+
+    def reset(self):
+        self.pos = [0] * len(self.capacity)
+
+    def held(self, i: int):
+        """Keys and values layer i holds, (rows, t, H, c) views."""
+        return self.k[i][:, :self.pos[i]], self.v[i][:, :self.pos[i]]
+
+    def extend(self, i: int, l: int):
+        """Views for layer i's next l keys and values, to be written in place."""
+        p = self.pos[i]
+        if p + l > self.capacity[i]:
+            raise RuntimeError(f"layer {i}: KV cache of {self.capacity[i]} tokens is full")
+        self.pos[i] = p + l
+        return self.k[i][:, p:p + l], self.v[i][:, p:p + l]
+
+    @property
+    def tokens(self) -> list[int]:
+        return list(self.pos)
+
+    @property
+    def nbytes(self) -> int:
+        return self.storage.nbytes
+
+
+# Fused elementwise kernels for lean mode on CUDA. Each does in one pass over memory what
+# the torch code beside it does in several; the torch code is the definition (and what
+# runs on a CPU). One program handles one token.
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - CPU-only installs
+    triton = None
+
+if triton is not None:
+    @triton.jit
+    def _split_qkv_kernel(qkv, q_out, k_out, v_out, k_scale, L, H, k_sb, k_sl, v_sb, v_sl,
+                          HP: tl.constexpr, D: tl.constexpr):
+        n = tl.program_id(0).to(tl.int64)
+        b, l = n // L, n % L
+        h = tl.arange(0, HP)[:, None]
+        m = h < H
+        off = h * D + tl.arange(0, D)[None, :]
+        src = qkv + n * 3 * H * D + off
+        q = tl.load(src, mask=m, other=0.0).to(tl.float32)
+        k = tl.load(src + H * D, mask=m, other=0.0).to(tl.float32)
+        v = tl.load(src + 2 * H * D, mask=m, other=0.0)
+        q = q / tl.maximum(tl.sqrt(tl.sum(q * q, axis=1)), 1e-12)[:, None]
+        k = k / tl.maximum(tl.sqrt(tl.sum(k * k, axis=1)), 1e-12)[:, None]
+        k = k * tl.load(k_scale + h, mask=m, other=0.0)
+        tl.store(q_out + n * H * D + off, q.to(q_out.dtype.element_ty), mask=m)
+        tl.store(k_out + b * k_sb + l * k_sl + off, k.to(k_out.dtype.element_ty), mask=m)
+        tl.store(v_out + b * v_sb + l * v_sl + off, v, mask=m)
+
+    @triton.jit
+    def _add_ln_mod_kernel(x, a, gate, shift, scale, x_out, h_out, L, C, eps,
+                           HAS_A: tl.constexpr, BLOCK: tl.constexpr):
+        n = tl.program_id(0).to(tl.int64)
+        b = n // L
+        cols = tl.arange(0, BLOCK)
+        m = cols < C
+        xv = tl.load(x + n * C + cols, mask=m, other=0.0).to(tl.float32)
+        if HAS_A:
+            g = tl.load(gate + b * C + cols, mask=m, other=0.0).to(tl.float32)
+            xv += tl.load(a + n * C + cols, mask=m, other=0.0).to(tl.float32) * g
+            xr = xv.to(x_out.dtype.element_ty)
+            tl.store(x_out + n * C + cols, xr, mask=m)
+            xv = xr.to(tl.float32)
+        mean = tl.sum(xv, axis=0) / C
+        xc = tl.where(m, xv - mean, 0.0)
+        y = xc * tl.rsqrt(tl.sum(xc * xc, axis=0) / C + eps)
+        sc = tl.load(scale + b * C + cols, mask=m, other=0.0).to(tl.float32)
+        sh = tl.load(shift + b * C + cols, mask=m, other=0.0).to(tl.float32)
+        tl.store(h_out + n * C + cols, (y * sc + sh).to(h_out.dtype.element_ty), mask=m)
+
+
+def split_qkv(qkv, k_out, v_out, k_scale, use_triton: bool = False):
+    """qkv (B, L, 3, H, c) -> q; k and v are written into k_out, v_out (B, L, H, c views).
+
+    q and k are L2-normalised per head (attn_l2_norm); the per-head temperature that the
+    reference puts on q is put on k instead (k_scale, (H,)): the same scores, and no
+    separate pass over q."""
+    B, L, _, H, c = qkv.shape
+    if use_triton and qkv.is_contiguous() and k_out.stride(2) == v_out.stride(2) == c:
+        q = qkv.new_empty(B, L, H, c)
+        _split_qkv_kernel[(B * L,)](qkv, q, k_out, v_out, k_scale, L, H, k_out.stride(0),
+                                    k_out.stride(1), v_out.stride(0), v_out.stride(1),
+                                    HP=triton.next_power_of_2(H), D=c, num_warps=4)
+        return q
+    qk = F.normalize(qkv[:, :, :2], dim=-1)
+    k_out.copy_(qk[:, :, 1] * k_scale.view(1, 1, H, 1).to(qk.dtype))
+    v_out.copy_(qkv[:, :, 2])
+    return qk[:, :, 0]
+
+
+def add_ln_mod(x, a, gate, shift, scale, eps: float, use_triton: bool = False):
+    """(x + a * gate, LayerNorm(x + a * gate) * scale + shift); a=None skips the residual.
+    gate, shift, scale: (B, 1, C), scale with the AdaLN's +1 included."""
+    B, L, C = x.shape
+    if use_triton and x.is_contiguous() and (a is None or a.is_contiguous()):
+        x_out = x if a is None else torch.empty_like(x)
+        h = torch.empty_like(x)
+        _add_ln_mod_kernel[(B * L,)](x, x if a is None else a, shift if gate is None else gate,
+                                     shift, scale, x_out, h, L, C, eps, HAS_A=a is not None,
+                                     BLOCK=triton.next_power_of_2(C), num_warps=8 if C >= 1024 else 4)
+        return x_out, h
+    if a is not None:
+        x = torch.addcmul(x, a, gate)
+    return x, torch.addcmul(shift, F.layer_norm(x, (C,), eps=eps), scale)
+
+
+def _attention_with_lse(q, k, v, scale):
+    """Softmax attention (B, H, L, c) and its log-sum-exp (B, H, L)."""
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
+    elif q.is_cuda:
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False, scale=scale)[:2]
+    else:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+    return out, lse[..., :q.shape[2]]
+
+
+def attend_split(q, k1, v1, k2, v2, scale):
+    """Attention of q over the union of (k1, v1) and (k2, v2) without concatenating them:
+    each part's softmax is weighted by its share of the total mass, sigmoid(lse1 - lse2)."""
+    o1, lse1 = _attention_with_lse(q, k1, v1, scale)
+    o2, lse2 = _attention_with_lse(q, k2, v2, scale)
+    return torch.lerp(o2, o1, torch.sigmoid(lse1 - lse2).unsqueeze(-1).to(o1.dtype))
+
+
+@dataclass
+class _Plan:
+    """What one configuration (subnet, batch, guidance, prefix/stop) keeps between calls."""
+    cache: LeanKVCache
+    labels: torch.Tensor
+    prefix: list[torch.Tensor]
+    graph: object = None          # torch.cuda.CUDAGraph once captured
+    out: tuple | None = None      # the graph's static outputs (tokens, f_hat)
+
+
+class LeanSampler:
+    """KV-lean sampling of one VAR, any (d, N), without reloading weights.
+
+    The model's weights are cast in place to `dtype` (default bf16 on CUDA, unchanged on
+    CPU). Each configuration gets its KV buffer once; on CUDA its whole sampling pass is
+    captured once as a CUDA graph and replayed (fresh random numbers on each replay).
+    At most `max_plans` configurations stay allocated; older ones are freed.
+
+    kernels: "triton" fuses the elementwise work on CUDA (split_qkv, add_ln_mod), "torch"
+    runs the same arithmetic as plain torch ops. last_scale: "split" attends to the cache
+    and the last scale separately and merges by log-sum-exp (no copy at all), "concat"
+    concatenates them for the layer being computed.
+    """
+
+    def __init__(self, var: VAR, vae: VQVAE, dtype: torch.dtype | None = None,
+                 cuda_graphs: bool = True, max_plans: int = 1, kernels: str = "triton",
+                 last_scale: str = "split"):
+        check_pair(var, vae)
+        device = next(var.parameters()).device
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" else next(var.parameters()).dtype
+        self.var, self.vae, self.dtype, self.device = var.to(dtype).eval(), vae.eval(), dtype, device
+        self.cuda_graphs = cuda_graphs and device.type == "cuda"
+        self.max_plans = max_plans
+        self.kernels, self.last_scale = kernels, last_scale
+        self.plans: dict[tuple, _Plan] = {}
+        with torch.no_grad():  # per-block constants, computed once
+            self.qkv_bias = [torch.cat((b.attn.q_bias, b.attn.zero_k_bias.to(dtype), b.attn.v_bias))
+                             for b in var.blocks]
+            self.k_scale = [b.attn.scale_mul_1H11.clamp_max(math.log(100)).exp().flatten().float()
+                            if b.attn.attn_l2_norm else None for b in var.blocks]
+            self.level_pos = [var.level_pos(k) for k in range(var.num_scales)]
+            # Bicubic upsampling is linear: as a (pn^2, H^2) matrix it is one small matmul
+            # (torch's bicubic kernel runs one thread per output pixel: ~1.7 ms a scale).
+            H = var.patch_nums[-1]
+            self.upsample = {
+                k: F.interpolate(torch.eye(pn * pn, device=device).view(-1, 1, pn, pn), size=(H, H),
+                                 mode="bicubic").view(pn * pn, H * H)
+                for k, pn in enumerate(var.patch_nums) if pn != H}
+
+    def _upsampled(self, idx, k):
+        """vae.quantize.upsampled(idx, k, H): phi_k(bicubic(codebook[idx]))."""
+        q, H = self.vae.quantize, self.var.patch_nums[-1]
+        h = q.embedding(idx).transpose(1, 2)                 # (B, Cvae, pn^2)
+        if k in self.upsample:
+            h = h @ self.upsample[k]
+        return q.quant_resi(h.reshape(idx.shape[0], q.channels, H, H), q.ratio(k))
+
+    def release(self):
+        """Free every configuration's cache and graph."""
+        self.plans.clear()
+
+    @property
+    def kv_bytes(self) -> int:
+        return sum(p.cache.nbytes for p in self.plans.values())
+
+    @property
+    def _triton(self) -> bool:
+        return self.kernels == "triton" and triton is not None and self.device.type == "cuda"
+
+    # ---- the network, in (rows, tokens, heads, head_dim) layout ----------------------------
+    def _ffn(self, ffn, h):
+        if h.is_cuda:  # bias + tanh-GELU fused into the matmul (cuBLASLt epilogue)
+            u = torch._addmm_activation(ffn.fc1.bias, h.flatten(0, 1), ffn.fc1.weight.t(), use_gelu=True)
+            u = u.view(*h.shape[:2], -1)
+        else:
+            u = F.gelu(ffn.fc1(h), approximate="tanh")
+        return ffn.fc2(u)
+
+    def _attention(self, i, h, cache, store, mask):
+        """Attention of block i. Its keys and values go straight into the cache; at the
+        last scale (store=False) they live only while this layer is computed."""
+        attn = self.var.blocks[i].attn
+        B, L, C = h.shape
+        H, c = attn.num_heads, attn.head_dim
+        qkv = F.linear(h, attn.mat_qkv.weight, self.qkv_bias[i]).view(B, L, 3, H, c)
+        past_k, past_v = cache.held(i)
+        k, v = cache.extend(i, L) if store else (qkv.new_empty(B, L, H, c), qkv.new_empty(B, L, H, c))
+        if attn.attn_l2_norm:
+            q = split_qkv(qkv, k, v, self.k_scale[i], self._triton)
+        else:
+            q = qkv[:, :, 0]
+            k.copy_(qkv[:, :, 1])
+            v.copy_(qkv[:, :, 2])
+        T = lambda t: t.transpose(1, 2)   # (B, L, H, c) memory, (B, H, L, c) view
+        if store:
+            k, v = cache.held(i)
+        elif past_k.shape[1] and self.last_scale == "concat":
+            k, v = torch.cat((past_k, k), 1), torch.cat((past_v, v), 1)
+        elif past_k.shape[1]:
+            o = attend_split(T(q), T(past_k), T(past_v), T(k), T(v), attn.scale)
+            return attn.proj(T(o).reshape(B, L, C))
+        o = F.scaled_dot_product_attention(T(q), T(k), T(v), attn_mask=mask, scale=attn.scale)
+        return attn.proj(T(o).reshape(B, L, C))
+
+    def _block(self, i, x, pending, mod, cache, store, mask=None):
+        """AdaLN block i on x (2B, l, C): the reference's arithmetic in fewer passes.
+
+        The FFN's residual (f, gamma2) is returned as `pending` and added by the next
+        block's first LayerNorm kernel (or by `_settle` after the last block)."""
+        shift1, scale1, gamma1, shift2, scale2, gamma2 = mod
+        eps = self.var.blocks[i].ln_wo_grad.eps
+        f, g = pending or (None, None)
+        x, h = add_ln_mod(x, f, g, shift1, scale1, eps, self._triton)
+        x, h = add_ln_mod(x, self._attention(i, h, cache, store, mask), gamma1, shift2, scale2, eps, self._triton)
+        return x, (self._ffn(self.var.blocks[i].ffn, h), gamma2)
+
+    @staticmethod
+    def _settle(x, pending):
+        return x if pending is None else torch.addcmul(x, *pending)
+
+    def _layers(self, layers, x, mods, cache, store, mask=None):
+        pending = None
+        for i in layers:
+            x, pending = self._block(i, x, pending, mods[i], cache, store, mask)
+        return self._settle(x, pending)
+
+    def _modulations(self, cond_blocks, layers):
+        """Each block's AdaLN terms (shift1, 1+scale1, gamma1, shift2, 1+scale2, gamma2): the
+        class condition is the same at every scale, so once per sample, not per scale."""
+        mods = {}
+        for i in layers:
+            g1, g2, s1, s2, b1, b2 = self.var.blocks[i].modulation(cond_blocks)
+            mods[i] = tuple(t.contiguous() for t in (b1, s1 + 1, g1, b2, s2 + 1, g2))
+        return mods
+
+    def _guided_logits(self, x, cond_head, B, t):
+        """Guidance mixes the head's input: the head is linear, so
+        head((1+t) a - t b) = (1+t) head(a) - t head(b), at half the cost."""
+        scale, shift = cond_head
+        h = torch.addcmul(shift, F.layer_norm(x, (x.shape[-1],), eps=self.var.head_nm.ln_wo_grad.eps), scale)
+        return self.var.head(h[:B] * (1 + t) - h[B:] * t)
+
+    def _run(self, plan: _Plan, subnet: Subnet, cfg, top_k, top_p, stop, generator=None, record=None):
+        """One sampling pass on the plan's static inputs; returns (tokens, f_hat)."""
+        var, vae, q = self.var, self.vae, self.vae.quantize
+        labels, prefix, cache = plan.labels, plan.prefix, plan.cache
+        B, K, H, n0 = labels.shape[0], var.num_scales, var.patch_nums[-1], len(plan.prefix)
+        cache.reset()
+        cond, cond_blocks = var.condition(torch.cat((labels, torch.full_like(labels, var.num_classes))))
+        ran = {i for k in range(stop) for i in subnet.layers_at(k)}
+        mods = self._modulations(cond_blocks, sorted(ran))
+        ada = var.head_nm.ada_lin(cond).view(-1, 1, 2, var.width).unbind(2)
+        cond_head = (ada[0] + 1, ada[1])
+        if n0:
+            x, f_hat = prefix_inputs(var, vae, cond, prefix, self._upsampled)
+            mask = prefix_mask(var, n0, x.device)
+            x = self._layers(subnet.layers_at(0), x, mods, cache, True, mask)
+            x = (var.word_embed(q.next_input(f_hat, n0).to(self.dtype)) + self.level_pos[n0]).repeat(2, 1, 1)
+        else:
+            x = var.first_tokens(cond)
+            f_hat = torch.zeros(B, var.cvae, H, H, device=labels.device)
+        tokens = []
+        for k in range(n0, stop):
+            last = k == stop - 1
+            x = self._layers(subnet.layers_at(k), x, mods, cache, not last)
+            guided = self._guided_logits(x, cond_head, B, cfg * k / (K - 1))
+            idx = sample_tokens_sorted(guided, top_k, top_p, generator)
+            f_hat = f_hat + self._upsampled(idx, k)
+            tokens.append(idx)
+            if record is not None:
+                record.append(guided.float())
+            if not last:
+                x = (var.word_embed(q.next_input(f_hat, k + 1).to(self.dtype)) + self.level_pos[k + 1]).repeat(2, 1, 1)
+        return tokens, f_hat
+
+    def _plan(self, key, subnet, B, n0, stop) -> _Plan:
+        plan = self.plans.get(key)
+        if plan is None:
+            while self.plans and len(self.plans) >= self.max_plans:
+                self.plans.pop(next(iter(self.plans)))      # free the oldest first
+            var = self.var
+            cache = LeanKVCache(lean_tokens_per_layer(var, subnet, stop), 2 * B, var.num_heads,
+                                var.width // var.num_heads, self.dtype, self.device)
+            prefix = [torch.zeros(B, p * p, dtype=torch.long, device=self.device) for p in var.patch_nums[:n0]]
+            plan = self.plans[key] = _Plan(cache, torch.zeros(B, dtype=torch.long, device=self.device), prefix)
+        return plan
+
+    def _capture(self, plan, run):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):          # warm-up: lazy initialisation stays out of the graph
+            run()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            plan.out = run()
+        plan.graph = graph
+
+    @torch.no_grad()
+    def generate(self, labels, subnet: Subnet | None = None, cfg: float = 1.5, top_k: int = 0,
+                 top_p: float = 0.0, generator=None, decode: bool = True, record_logits: bool = False,
+                 prefix: list[torch.Tensor] | None = None, stop: int | None = None) -> Samples:
+        """Same contract as `generate` (record_logits keeps the guided logits only)."""
+        var = self.var
+        subnet = subnet or var.subnet()
+        stop = var.num_scales if stop is None else stop
+        _check_run(var, subnet, prefix, stop)
+        B, n0 = labels.shape[0], len(prefix or ())
+        plan = self._plan((subnet, B, float(cfg), int(top_k), float(top_p), n0, stop), subnet, B, n0, stop)
+        plan.labels.copy_(labels)
+        for buf, tok in zip(plan.prefix, prefix or ()):
+            buf.copy_(tok)
+        record = [] if record_logits else None
+        run = lambda: self._run(plan, subnet, cfg, top_k, top_p, stop, generator, record)
+        if self.cuda_graphs and generator is None and not record_logits:
+            if plan.graph is None:
+                self._capture(plan, run)
+            plan.graph.replay()
+            tokens, f_hat = [t.clone() for t in plan.out[0]], plan.out[1].clone()
+        else:
+            tokens, f_hat = run()
+        out = Samples(tokens=tokens, f_hat=f_hat, images=None, kv_tokens_per_layer=plan.cache.tokens,
+                      kv_bytes=plan.cache.nbytes, cfg_logits=record or [])
+        if decode:
+            out.images = self.vae.fhat_to_img(f_hat).add(1).mul(0.5)
+        return out
