@@ -1,0 +1,688 @@
+"""Progressive supernet training (paper Algorithm 1), resumable and exact.
+
+    variant train --profile P --run progressive_d4 --init VAR.pth --vae VAE.pth \\
+        --tokens artifacts/P/tokens/train --out artifacts/P/checkpoints/progressive_d4.pth \\
+        --log artifacts/P/train/progressive_d4/log.parquet
+    torchrun --nproc-per-node 8 -m variant.cli train ...     (or srun: SLURM_PROCID/NTASKS)
+
+Runs (docs/CONTRACTS.md): `progressive_d{d}` (Algorithm 1), `fixed_p{p}_d{d}` (a constant
+subnet probability, Figure 2), `skipall_d{d}` (bridge N = 0, every scale runs I_d; the
+progressive schedule; Table 5). The training-free baseline is the pretrained file itself.
+Total epochs are Table 7's E1 + E2' + E3 for depth d (params train.phases; E2' the phase-2
+length), for every run kind, so baselines get the same budget.
+
+The schedule, exactly (`subnet_probability`). Epochs are 0-based indices `ep`; the paper
+counts epochs 1-based (Figure 7: "Phase 1 End (Epoch 5)", "Phase 2 End (Epoch 20)", where
+the probability "linearly increases to 100%"). So ep is the paper's epoch n = ep + 1, and
+with E2 = E1 + E2':
+    phase 1, ep <  E1        (n = 1 .. E1):        p = 0.2
+    phase 2, E1 <= ep < E2   (n = E1+1 .. E2):     p = 0.2 + 0.8 (n - E1) / (E2 - E1)   (Eq. 5)
+    phase 3, ep >= E2        (n = E2+1 .. E):      p = 1.0
+i.e. Algorithm 1's phase-2 loop "for epoch = E1+1 to E2" evaluates Eq. 5 at n = E1+1 ..
+E2: its first epoch is already above 0.2 and its last reaches 1.0 (phase 3's value). For
+d16 (5/15/5): ep 0-4 -> 0.2; ep 5..19 -> 0.2533, 0.3067, ..., 0.9467, 1.0; ep 20-24 -> 1.0.
+(Algorithm 1's literal loops "0 to E1" and "E2+1 to E3" would give E1 + 1 phase-1 epochs
+and E3 - E2 phase-3 epochs, contradicting Table 7's totals; the 1-based reading does not.)
+
+One optimizer step draws subnet-or-full once, from a torch.Generator seeded by (seed,
+step): identical on every rank, for every world size, and after a resume. A subnet step
+runs Subnet(D, d, N, K) (bridge scales all D layers, flexible scales I_d), a full step all
+layers everywhere. Loss (Eq. 4): cross-entropy over all L tokens of all K scales, averaged
+over tokens (the reference's uniform per-token weights 1/L), then over the global batch.
+
+Everything random is keyed by (seed, step) or (seed, epoch), never by a process's RNG:
+  - data order: epoch ep is a permutation (seed, ep) of the images; hflip (p = 0.5, Table
+    6) picks the stored flipped or plain tokens per (seed, ep, image) ("coin", default, so
+    an epoch is one pass over the images as in the paper) -- or `--flips both` makes an
+    epoch one pass over every stored sample (images and their flips, twice the steps);
+    RandAugment views: epoch ep reads view ep mod V (see variant.tokenize).
+  - class dropout for CFG (rate VAR.cond_drop_rate = 0.1, as the reference): drawn per
+    global sample position from (seed, step), not by VAR.forward's torch.rand.
+  - Mixup (alpha > 0): lambda ~ Beta(alpha, alpha) and a partner permutation of the global
+    batch from (seed, step). Tokens are discrete, so we mix what is continuous: the VAR
+    inputs (teacher-forcing f_hat features) lam x_a + (1 - lam) x_b, the class conditions
+    (class embeddings, through a hook on class_emb) likewise, and the loss is
+    lam CE(logits, tokens_a) + (1 - lam) CE(logits, tokens_b).
+A global batch of G = world x micro x accumulation samples is cut into world x accum
+micro-batches in a fixed order; gradients are averaged by an explicit bucketed all-reduce
+after accumulation (gloo on CPU, nccl on GPU), so 2 processes x 1 micro-batch equal 1
+process x 2 accumulated micro-batches. Parameters no step touches (skip-all: layers outside
+I_d) get no gradient and no AdamW update.
+
+Table 6: AdamW (lr, betas, weight decay 0.05 from params), constant lr, no warm-up, grad
+clip 1.0, precision fp32 | fp16 (autocast + GradScaler) | bf16 (autocast).
+
+Checkpoints: every `checkpoint_every` steps `state-dir/state.pt` (atomic) holds model,
+optimizer, scaler, step, epoch, RNG states, data position and the log so far; `--resume`
+(default) continues from it, bitwise (CPU; on GPU pass --deterministic: checked on an
+H100 for fp16 and bf16 with Mixup, 15 steps interrupted at 6, same sha256). The final
+supernet is written in the reference key layout (weights only) and its sha256 printed. The
+per-step log (columns in docs/CONTRACTS.md; `step` is the 0-based optimizer step, whose
+seed drew the row's subnet choice) is written atomically at each checkpoint and at the end;
+its checkpoint_sha256 is the final checkpoint's (empty before the end).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .supernet import Subnet
+from .tokenize import (TokenDataset, _bench_parsers, atomic_torch_save, progress, seed_of,
+                       split_scales)
+
+STREAM_SUBNET, STREAM_DROP, STREAM_MIX, STREAM_ORDER, STREAM_FLIP = range(5)
+LOG_COLUMNS = ["run", "step", "epoch", "subnet_prob", "used_subnet", "loss", "loss_full",
+               "loss_subnet", "lr", "tokens_per_s"]
+PHASE1_P, PHASE3_P = 0.2, 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# the schedule and the draws
+
+def subnet_probability(epoch: int, E1: int, E2: int) -> float:
+    """Subnet probability of 0-based epoch `epoch`; E2 = E1 + phase-2 length (module doc).
+    Phase 2 is Eq. 5 in exact rational arithmetic, rounded once to the nearest double (the
+    float expression 0.2 + 0.8 * 3/3 would give 1.0000000000000002)."""
+    if epoch < E1:
+        return PHASE1_P
+    if epoch < E2:   # 0.2 + 0.8 (n - E1) / (E2 - E1) as one rational, rounded once
+        return (E2 - E1 + 4 * (epoch + 1 - E1)) / (5 * (E2 - E1))
+    return PHASE3_P
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    kind: str            # progressive | fixed | skipall
+    subnet_depth: int
+    p: float | None = None
+
+    def probability(self, epoch: int, phases) -> float:
+        if self.kind == "fixed":
+            return self.p
+        E1, E2len, _ = phases
+        return subnet_probability(epoch, E1, E1 + E2len)
+
+    def bridge(self, cfg: dict) -> int:
+        return 0 if self.kind == "skipall" else int(cfg["train"]["bridge"])
+
+
+def parse_run(run: str) -> RunSpec:
+    if m := re.fullmatch(r"progressive_d(\d+)", run):
+        return RunSpec(run, "progressive", int(m.group(1)))
+    if m := re.fullmatch(r"fixed_p([0-9]*\.?[0-9]+)_d(\d+)", run):
+        p = float(m.group(1))
+        if not 0 <= p <= 1:
+            raise ValueError(f"run {run!r}: probability {p} is outside 0..1")
+        return RunSpec(run, "fixed", int(m.group(2)), p)
+    if m := re.fullmatch(r"skipall_d(\d+)", run):
+        return RunSpec(run, "skipall", int(m.group(1)))
+    raise ValueError(f"run {run!r} is not progressive_d<d>, fixed_p<p>_d<d> or skipall_d<d>")
+
+
+def generator(*keys: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed_of(*keys))
+
+
+def draw_subnet(seed: int, step: int, p: float) -> bool:
+    """Subnet (True) or full (False) for optimizer step `step`: the same on every rank."""
+    u = torch.rand((), generator=generator(seed, STREAM_SUBNET, step), dtype=torch.float64).item()
+    return u < p
+
+
+def epoch_order(ds: TokenDataset, epoch: int, seed: int, flips: str = "coin") -> torch.Tensor:
+    """Sample ids of epoch `epoch`, in training order."""
+    n = ds.num_images
+    view = epoch % ds.views
+    img = torch.arange(n)
+    if ds.n_flips == 1:
+        ids = ds.sample_id(img, view, 0)
+    elif flips == "coin":
+        flip = (torch.rand(n, generator=generator(seed, STREAM_FLIP, epoch)) < 0.5).long()
+        ids = ds.sample_id(img, view, flip)
+    elif flips == "both":
+        ids = torch.stack([ds.sample_id(img, view, 0), ds.sample_id(img, view, 1)], 1).flatten()
+    else:
+        raise ValueError(f"flips must be 'coin' or 'both', got {flips!r}")
+    return ids[torch.randperm(len(ids), generator=generator(seed, STREAM_ORDER, epoch))]
+
+
+# ---------------------------------------------------------------------------------------
+# processes
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "cpu") -> DistInfo:
+    """torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) or srun (SLURM_PROCID,
+    SLURM_NTASKS, SLURM_LOCALID; MASTER_ADDR defaults to localhost on one node)."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+        local = int(env.get("LOCAL_RANK", rank))
+    elif int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        rank, world = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
+        local = int(env.get("SLURM_LOCALID", 0))
+        if "MASTER_ADDR" not in env:
+            if int(env.get("SLURM_NNODES", "1")) > 1:
+                raise ValueError("multi-node srun: set MASTER_ADDR (and MASTER_PORT) to the first node")
+            env["MASTER_ADDR"] = "127.0.0.1"
+        env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000))
+    else:
+        rank, world, local = 0, 1, 0
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine")
+        dev = torch.device("cuda", local if device == "cuda" else torch.device(device).index)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device(device)
+    owns = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", init_method="env://",
+                                rank=rank, world_size=world)
+        owns = True
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    return DistInfo(rank, world, local, dev, owns)
+
+
+def allreduce_mean_(tensors: list[torch.Tensor], world: int, bucket_elems: int = 1 << 25):
+    """Average `tensors` over the processes in place, in flat buckets."""
+    if world == 1 or not tensors:
+        return
+    bucket, size = [], 0
+    for t in tensors + [None]:
+        if t is not None:
+            bucket.append(t)
+            size += t.numel()
+        if bucket and (t is None or size >= bucket_elems):
+            flat = torch.cat([b.reshape(-1) for b in bucket])
+            dist.all_reduce(flat)
+            flat.div_(world)
+            for b, piece in zip(bucket, flat.split([b.numel() for b in bucket])):
+                b.copy_(piece.view_as(b))
+            bucket, size = [], 0
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each block in the backward pass; keys of the state dict are unchanged."""
+    from torch.utils.checkpoint import checkpoint
+    for block in model.blocks:
+        inner = block.forward
+
+        def forward(x, cond, attn_mask=None, kv_cache=None, _inner=inner):
+            return checkpoint(_inner, x, cond, attn_mask, kv_cache, use_reentrant=False)
+        block.forward = forward
+
+
+# ---------------------------------------------------------------------------------------
+# one optimizer step
+
+AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def micro_loss(model, quant, tokens, labels, subnet, precision, mix=None):
+    """Eq. 4 on one micro-batch. tokens (b, L) long, labels (b,) with dropout applied.
+    mix = (lam, tokens_b, labels_b) for Mixup."""
+    with torch.no_grad():
+        x = quant.teacher_forcing_input(split_scales(tokens, quant.patch_nums))
+        if mix is not None:
+            lam, tokens_b, labels_b = mix
+            x = x.mul(lam).add_(quant.teacher_forcing_input(split_scales(tokens_b, quant.patch_nums)),
+                                alpha=1 - lam)
+    hook = None
+    if mix is not None:
+        def mix_classes(module, inp, out):
+            return out * lam + F.embedding(labels_b, module.weight) * (1 - lam)
+        hook = model.class_emb.register_forward_hook(mix_classes)
+    try:
+        dtype = AUTOCAST[precision]
+        with torch.autocast(tokens.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(labels, x, subnet)
+    finally:
+        if hook is not None:
+            hook.remove()
+    logits = logits.float().flatten(0, 1)
+    loss = F.cross_entropy(logits, tokens.flatten())
+    if mix is not None:
+        loss = loss * lam + F.cross_entropy(logits, tokens_b.flatten()) * (1 - lam)
+    return loss
+
+
+class StepRunner:
+    """Forward, backward, all-reduce, clip and update for one global batch."""
+
+    def __init__(self, model, quant, opt, scaler, info: DistInfo, precision: str, grad_clip: float,
+                 micro: int, accum: int, seed: int, mixup_alpha: float = 0.0):
+        self.model, self.quant, self.opt, self.scaler = model, quant, opt, scaler
+        self.info, self.precision, self.grad_clip = info, precision, grad_clip
+        self.micro, self.accum, self.seed, self.mixup_alpha = micro, accum, seed, mixup_alpha
+        self.global_batch = micro * accum * info.world
+        self.drop_rate = model.cond_drop_rate
+        model.cond_drop_rate = 0.0   # dropped here, per global sample position (module doc)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def positions(self, a: int) -> slice:
+        start = (a * self.info.world + self.info.rank) * self.micro
+        return slice(start, start + self.micro)
+
+    def run(self, step: int, fetch, subnet) -> float:
+        """fetch(positions) -> (tokens, labels) of those global-batch positions (CPU).
+        Returns the global mean loss of the step."""
+        G, dev, nc = self.global_batch, self.info.device, self.model.num_classes
+        drop = torch.rand(G, generator=generator(self.seed, STREAM_DROP, step)) < self.drop_rate
+        lam = partner = None
+        if self.mixup_alpha > 0:
+            rng = np.random.default_rng([self.seed, STREAM_MIX, step])
+            lam = float(rng.beta(self.mixup_alpha, self.mixup_alpha))
+            partner = torch.from_numpy(rng.permutation(G))
+        total = torch.zeros((), device=dev)
+        for a in range(self.accum):
+            pos = torch.arange(G)[self.positions(a)]
+            tokens, labels = fetch(pos)
+            labels = torch.where(drop[pos], nc, labels)
+            mix = None
+            if lam is not None:
+                tb, lb = fetch(partner[pos])
+                lb = torch.where(drop[partner[pos]], nc, lb)
+                mix = (lam, tb.to(dev, non_blocking=True), lb.to(dev, non_blocking=True))
+            loss = micro_loss(self.model, self.quant, tokens.to(dev, non_blocking=True),
+                              labels.to(dev, non_blocking=True), subnet, self.precision, mix)
+            loss = loss / self.accum
+            self.scaler.scale(loss).backward()
+            total += loss.detach()
+        allreduce_mean_([p.grad for p in self.params if p.grad is not None], self.info.world)
+        self.scaler.unscale_(self.opt)
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in self.params if p.grad is not None], self.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        if self.info.world > 1:
+            dist.all_reduce(total)
+            total /= self.info.world
+        return float(total)
+
+
+def rng_states() -> dict:
+    out = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_states(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+# ---------------------------------------------------------------------------------------
+# the training run
+
+def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phases=None,
+          resume: bool = True, micro_batch: int | None = None, device: str | None = None,
+          stop_after: int | None = None, activation_checkpointing: bool = False,
+          flips: str = "coin", deterministic: bool = False, echo=print, stop_flag=None) -> dict:
+    """Algorithm 1 (or a baseline) from `init`; returns {"finished", "step", "sha256"}.
+
+    stop_after: leave after that many optimizer steps in total, with the state saved
+    (an interrupted job); stop_flag: a callable polled after each step (a signal arrived).
+    """
+    from .checkpoint import build_vae, build_var, read_state_dict, save_state_dict, sha256_file
+    from .config import phases_of
+    from .provenance import provenance, write_parquet
+
+    tcfg = cfg["train"]
+    spec = parse_run(run)
+    phases = tuple(phases) if phases is not None else phases_of(cfg, spec.subnet_depth)
+    info = init_distributed(device or cfg.get("device", "cpu"))
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    seed, G = int(tcfg["seed"]), int(tcfg["batch_size"])
+    say = echo if info.main else (lambda *a, **k: None)
+
+    ds = TokenDataset(tokens)
+    vae_sha = sha256_file(vae)
+    if ds.index["vae_sha256"] != vae_sha:
+        raise ValueError(f"{tokens}: tokenised with VQVAE sha256 {ds.index['vae_sha256'][:12]}..., "
+                         f"but --vae {vae} is {vae_sha[:12]}...; re-run variant tokenize")
+    want_ra = tcfg.get("augment", {}).get("randaugment")
+    if (want_ra is None) != (ds.index["randaugment"] is None):
+        raise ValueError(f"{tokens}: tokens have randaugment={ds.index['randaugment']} but params "
+                         f"train.augment.randaugment={want_ra}; re-run variant tokenize to match")
+    model = build_var(read_state_dict(init), str(init))
+    if tuple(ds.patch_nums) != model.patch_nums:
+        raise ValueError(f"{tokens}: token scales {ds.patch_nums} differ from the VAR's {list(model.patch_nums)}")
+    if ds.num_classes > model.num_classes:
+        raise ValueError(f"{tokens}: {ds.num_classes} classes but the VAR has {model.num_classes}")
+    quant = build_vae(read_state_dict(vae), model.patch_nums, str(vae)).quantize
+    quant = quant.to(info.device).eval().requires_grad_(False)
+    model = model.to(info.device).train()
+    if activation_checkpointing:
+        enable_activation_checkpointing(model)
+    subnet = Subnet(model.depth, spec.subnet_depth, spec.bridge(cfg), model.num_scales)
+
+    micro = micro_batch or G // info.world
+    if micro < 1 or G % (info.world * micro):
+        raise ValueError(f"global batch {G} is not {info.world} process(es) x micro-batch {micro} x "
+                         "an integer accumulation")
+    accum = G // (info.world * micro)
+    per_epoch = ds.num_images * (ds.n_flips if flips == "both" else 1)
+    spe = per_epoch // G
+    if spe < 1:
+        raise ValueError(f"{tokens}: {per_epoch} samples per epoch, fewer than one global batch of {G}")
+    epochs = sum(phases)
+    total = epochs * spe
+
+    o = tcfg["optimizer"]
+    opt = torch.optim.AdamW(model.parameters(), lr=o["lr"], betas=tuple(o.get("betas", (0.9, 0.95))),
+                            weight_decay=o["weight_decay"])
+    precision = tcfg["precision"]
+    scaler = torch.amp.GradScaler(info.device.type, enabled=precision == "fp16")
+    runner = StepRunner(model, quant, opt, scaler, info, precision, float(o["grad_clip"]), micro, accum,
+                        seed, float(tcfg.get("augment", {}).get("mixup_alpha") or 0.0))
+
+    log = Path(log)
+    state_path = Path(state_dir or log.parent / "state") / "state.pt"
+    ident = {"run": run, "config_hash": cfg["config_hash"], "global_batch": G, "phases": list(phases),
+             "steps_per_epoch": spe, "flips": flips, "tokens_count": len(ds),
+             "init_sha256": sha256_file(init), "vae_sha256": vae_sha}
+    rows, step = [], 0
+    if resume and state_path.is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        if st["ident"] != ident:
+            diff = [k for k in ident if st["ident"].get(k) != ident[k]]
+            raise ValueError(f"{state_path}: saved for another run ({', '.join(diff)} differ); "
+                             "remove it or pass --no-resume")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        scaler.load_state_dict(st["scaler"])
+        set_rng_states(st["rng"])
+        rows, step = st["log"], st["step"]
+        say(f"resumed {run} at step {step}/{total} (epoch {st['epoch']}) from {state_path}")
+    prov = provenance(cfg, seed, info.device)
+
+    def write_log(sha=""):
+        df = pd.DataFrame(rows, columns=LOG_COLUMNS)
+        for k, v in (prov | {"checkpoint_sha256": sha}).items():
+            df[k] = v
+        write_parquet(df, log)
+
+    def save_state():
+        if info.main:
+            atomic_torch_save({"ident": ident, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "scaler": scaler.state_dict(), "step": step, "epoch": step // spe,
+                               "data": {"epoch": step // spe, "batch_in_epoch": step % spe,
+                                        "global_batch": G},
+                               "rng": rng_states(), "log": rows}, state_path)
+            write_log()
+        if info.world > 1:
+            dist.barrier()
+
+    say(f"{run}: {epochs} epochs (phases {'/'.join(map(str, phases))}) x {spe} steps of {G} "
+        f"= {total} steps; {info.world} process(es) x micro-batch {micro} x accumulation {accum}; "
+        f"subnet d={spec.subnet_depth} N={subnet.bridge}; {precision} on {info.device}")
+    order_epoch, order = None, None
+    L = model.L
+    bar = progress(total=total, initial=step, unit="step", desc=run) if info.main else None
+    stopped = False
+    try:
+        while step < total:
+            epoch, b = divmod(step, spe)
+            if order_epoch != epoch:
+                order, order_epoch = epoch_order(ds, epoch, seed, flips), epoch
+            ids = order[b * G:(b + 1) * G]
+            p = spec.probability(epoch, phases)
+            use = draw_subnet(seed, step, p)
+            t0 = time.perf_counter()
+            loss = runner.run(step, lambda pos: ds.gather(ids[pos]), subnet if use else None)
+            if info.device.type == "cuda":
+                torch.cuda.synchronize(info.device)
+            dt = time.perf_counter() - t0
+            if not math.isfinite(loss) and precision != "fp16":
+                raise FloatingPointError(f"{run}: loss is {loss} at step {step}")
+            rows.append({"run": run, "step": step, "epoch": epoch, "subnet_prob": p, "used_subnet": use,
+                         "loss": loss, "loss_full": math.nan if use else loss,
+                         "loss_subnet": loss if use else math.nan, "lr": opt.param_groups[0]["lr"],
+                         "tokens_per_s": G * L / dt})
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", p=f"{p:.2f}", refresh=False)
+            stop = (stop_after is not None and step >= stop_after) or bool(stop_flag and stop_flag())
+            if step % int(tcfg["checkpoint_every"]) == 0 or (stop and step < total):
+                save_state()
+            if stop and step < total:
+                stopped = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    result = {"finished": not stopped, "step": step, "total": total, "sha256": None}
+    if not stopped:
+        if step % int(tcfg["checkpoint_every"]):
+            save_state()
+        if info.main:
+            sha = save_state_dict(model, out)
+            write_log(sha)
+            say(f"{out}: sha256 {sha}")
+            result["sha256"] = sha
+        if info.world > 1:
+            dist.barrier()
+    else:
+        say(f"stopped at step {step}/{total}; state in {state_path}; run again to resume")
+    model.cond_drop_rate = runner.drop_rate
+    if info.owns_group:
+        dist.destroy_process_group()
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# throughput benchmark
+
+PEAK_TFLOPS = {  # dense tensor-core peaks per GPU (fp32: no TF32), SXM parts
+    "H100": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "H200": {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
+}
+
+
+def step_flops(model, subnet: Subnet | None, batch: int) -> float:
+    """6 x (matmul weights each token passes through) x tokens: qkv, proj, fc1, fc2 of the
+    layers active at the token's scale, word embedding and head; attention scores and the
+    per-sample AdaLN projections are left out."""
+    C = model.width
+    H = model.blocks[0].ffn.fc1.out_features
+    per_block = 4 * C * C + 2 * C * H
+    fixed = C * model.cvae + C * model.vocab_size
+    s = subnet or Subnet.full(model.depth, model.num_scales)
+    w = sum(p * p * (len(s.layers_at(k)) * per_block + fixed) for k, p in enumerate(model.patch_nums))
+    return 6.0 * w * batch
+
+
+def device_slug(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name(device).lower().replace("nvidia", "")
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+
+
+# Measured on one H100 (2026-11-22; random weights, paper scales, bridge 6, d = D/2):
+#   d16 batch 32 bf16: p=0 109.7k tokens/s, MFU 0.137, 24.7 GiB; p=1 161.8k, MFU 0.116, 16.5 GiB
+#   d30 batch 16 fp16 p=0.2 with activation checkpointing: 24.8k tokens/s, MFU 0.136, 38.4 GiB
+def bench_train(depths, batches, dtypes, probs, steps=5, warmup=2, device="cpu",
+                subnet_depth=None, bridge=6, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
+                activation_checkpointing=False, echo=print) -> pd.DataFrame:
+    """Random-weight VAR-d{depth} (width 64 d, d heads, vocabulary 4096) on random tokens."""
+    from .models import VAR
+    from .models.vqvae import MultiScaleQuantizer
+    from .provenance import device_name
+    info = init_distributed(device)
+    rows = []
+    for depth in depths:
+        for batch in batches:
+            for dtype in dtypes:
+                for p in probs:
+                    torch.manual_seed(0)
+                    model = VAR(depth=depth, patch_nums=patch_nums).to(info.device).train()
+                    if activation_checkpointing:
+                        enable_activation_checkpointing(model)
+                    quant = MultiScaleQuantizer(4096, 32, patch_nums).to(info.device).eval().requires_grad_(False)
+                    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.05)
+                    scaler = torch.amp.GradScaler(info.device.type, enabled=dtype == "fp16")
+                    runner = StepRunner(model, quant, opt, scaler, info, dtype, 1.0, batch, 1, 0)
+                    sub = Subnet(depth, subnet_depth or max(2, depth // 2), min(bridge, len(patch_nums)),
+                                 len(patch_nums))
+                    g = torch.Generator().manual_seed(1)
+                    tokens = torch.randint(0, 4096, (batch * info.world, model.L), generator=g)
+                    labels = torch.randint(0, 1000, (batch * info.world,), generator=g)
+                    fetch = lambda pos: (tokens[pos], labels[pos])  # noqa: E731
+                    oom, flops, t = False, 0.0, 0.0
+                    if info.device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(info.device)
+                    try:
+                        for i in range(warmup + steps):
+                            use = draw_subnet(0, i, p)
+                            if i == warmup:
+                                if info.device.type == "cuda":
+                                    torch.cuda.synchronize(info.device)
+                                t0 = time.perf_counter()
+                            runner.run(i, fetch, sub if use else None)
+                            if i >= warmup:
+                                flops += step_flops(model, sub if use else None, batch * info.world)
+                        if info.device.type == "cuda":
+                            torch.cuda.synchronize(info.device)
+                        t = time.perf_counter() - t0
+                    except torch.OutOfMemoryError:
+                        oom = True
+                    if info.device.type == "cuda":
+                        peak = torch.cuda.max_memory_allocated(info.device) / 2**20
+                    else:
+                        import resource
+                        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                    gpu = device_name(info.device)
+                    peak_flops = next((v.get(dtype) for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+                    tps = math.nan if oom else steps * batch * info.world * model.L / t
+                    mfu = (flops / t / (peak_flops * 1e12 * info.world)
+                           if peak_flops and not oom else math.nan)
+                    rows.append({"gpu": gpu, "n_gpus": info.world, "depth": depth, "batch_per_gpu": batch,
+                                 "dtype": dtype, "subnet_prob": float(p), "tokens_per_s": tps,
+                                 "mfu": mfu, "peak_mib": peak})
+                    echo(f"d{depth} batch {batch}/gpu {dtype} p={p}: "
+                         + ("OOM" if oom else f"{tps:,.0f} tokens/s, MFU {mfu:.3f}, peak {peak:,.0f} MiB"))
+                    del model, opt, runner
+                    if info.device.type == "cuda":
+                        torch.cuda.empty_cache()
+    df = pd.DataFrame(rows)
+    df.attrs["slug"] = device_slug(info.device)
+    df.attrs["main"] = info.main
+    if info.owns_group:
+        dist.destroy_process_group()
+    return df
+
+
+# ---------------------------------------------------------------------------------------
+# command line
+
+def add_parser(sub):
+    p = sub.add_parser("train", help="progressive supernet training (Algorithm 1) and baselines")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--run", required=True, help="progressive_d<d> | fixed_p<p>_d<d> | skipall_d<d>")
+    p.add_argument("--init", required=True, help="pretrained VAR checkpoint")
+    p.add_argument("--vae", required=True, help="the VQVAE the tokens were made with")
+    p.add_argument("--tokens", required=True, help="variant tokenize output directory")
+    p.add_argument("--out", required=True, help="final supernet, e.g. artifacts/P/checkpoints/RUN.pth")
+    p.add_argument("--log", required=True, help="per-step log parquet")
+    p.add_argument("--state-dir", default=None, help="resume state (default: beside the log, state/)")
+    p.add_argument("--epochs-override", type=int, nargs=3, metavar=("E1", "E2", "E3"), default=None,
+                   help="phase lengths instead of params train.phases")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--micro-batch", type=int, default=None, help="per process (default: global / processes)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--activation-checkpointing", action="store_true")
+    p.add_argument("--flips", choices=["coin", "both"], default="coin")
+    p.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels")
+    p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_main)
+
+    b = _bench_parsers(sub).add_parser("train", help="training throughput of a random VAR on random tokens")
+    b.add_argument("--depth", type=int, nargs="+", default=[16])
+    b.add_argument("--batch-per-gpu", type=int, nargs="+", default=[16])
+    b.add_argument("--dtype", nargs="+", choices=list(AUTOCAST), default=["bf16"])
+    b.add_argument("--subnet-prob", type=float, nargs="+", default=[0.0, 1.0])
+    b.add_argument("--subnet-depth", type=int, default=None, help="default: depth // 2")
+    b.add_argument("--bridge", type=int, default=6)
+    b.add_argument("--patch-nums", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8, 10, 13, 16])
+    b.add_argument("--steps", type=int, default=5)
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--activation-checkpointing", action="store_true")
+    b.add_argument("--device", default=None, help="default: cuda if available")
+    b.add_argument("--out", default=None, help="default: results/benchmarks/train_<device>.parquet")
+    b.set_defaults(func=_bench_main)
+
+
+def _main(args) -> int:
+    from .config import load_params
+    cfg = load_params(args.params, args.profile)
+    flag = {"stop": False}
+
+    def on_signal(signum, frame):   # SLURM pre-emption: save at the next step and leave
+        flag["stop"] = True
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, on_signal)
+    r = train(cfg, args.run, args.init, args.vae, args.tokens, args.out, args.log, args.state_dir,
+              args.epochs_override, args.resume, args.micro_batch, args.device, args.stop_after,
+              args.activation_checkpointing, args.flips, args.deterministic,
+              stop_flag=lambda: flag["stop"])
+    if r["finished"] or args.stop_after is not None:
+        return 0
+    print(f"variant train: interrupted at step {r['step']}; state saved, re-run to resume", file=sys.stderr)
+    return 1
+
+
+def _bench_main(args) -> int:
+    from .provenance import write_parquet
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    df = bench_train(args.depth, args.batch_per_gpu, args.dtype, args.subnet_prob, args.steps, args.warmup,
+                     device, args.subnet_depth, args.bridge, tuple(args.patch_nums),
+                     args.activation_checkpointing)
+    if not df.attrs["main"]:
+        return 0
+    out = Path(args.out or f"results/benchmarks/train_{df.attrs['slug']}.parquet")
+    key = ["gpu", "n_gpus", "depth", "batch_per_gpu", "dtype", "subnet_prob"]
+    if out.is_file():   # keep earlier rows, replacing re-measured configurations
+        old = pd.read_parquet(out)
+        df = pd.concat([old, df]).drop_duplicates(key, keep="last").reset_index(drop=True)
+    write_parquet(df, out)
+    print(f"{out}: {len(df)} row(s)")
+    return 0

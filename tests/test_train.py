@@ -1,0 +1,217 @@
+"""Tokenise once, then Algorithm 1: the schedule, the draws, resume and data parallelism."""
+import json
+from fractions import Fraction
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+from conftest import PATCH_NUMS, small_vae, small_var
+from variant.checkpoint import read_state_dict, save_state_dict, sha256_file
+from variant.config import load_params
+from variant.data import render_image
+from variant.tokenize import TokenDataset, split_scales, tokenize
+from variant.train import (LOG_COLUMNS, draw_subnet, epoch_order, parse_run, subnet_probability,
+                           train)
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES, PER_CLASS, IMAGE = 5, 8, 10        # small_vae: last scale 5 x downsample 2 = 10 px
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is fastest, and two threads on a busy 2-core box crawl."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Tiny ImageFolder set, small VAR/VQVAE files, and their token shards."""
+    d = tmp_path_factory.mktemp("train")
+    for c in range(CLASSES):
+        (d / "images" / f"{c:03d}").mkdir(parents=True)
+        for i in range(PER_CLASS):
+            px = render_image(c, np.random.default_rng([0, c, i]), IMAGE)
+            Image.fromarray(px).save(d / "images" / f"{c:03d}" / f"{i:05d}.png")
+    save_state_dict(small_var(num_classes=CLASSES), d / "var.pth")
+    save_state_dict(small_vae(), d / "vae.pth")
+    tokenize(d / "vae.pth", d / "images", d / "tokens", PATCH_NUMS, shard_size=16, batch_size=16,
+             log=lambda *a: None)
+    return d
+
+
+def cfg_for(**over):
+    base = {"train.bridge": 3, "train.batch_size": 8, "train.checkpoint_every": 4,
+            "train.optimizer.lr": 1e-3}
+    return load_params(ROOT / "params.yaml", "tiny", overrides=base | over)
+
+
+def run(setup, out_dir, run_name="progressive_d4", phases=(1, 1, 1), cfg=None, **kw):
+    out_dir = Path(out_dir)
+    return train(cfg or cfg_for(), run_name, setup / "var.pth", setup / "vae.pth", setup / "tokens",
+                 out_dir / "final.pth", out_dir / "log.parquet", phases=phases, echo=lambda *a: None, **kw)
+
+
+# ---- the schedule ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("phases", [(5, 15, 5), (5, 15, 8), (5, 15, 12), (5, 15, 15), (1, 2, 1), (2, 3, 0), (1, 0, 2)])
+def test_schedule_is_eq5_at_every_epoch(phases):
+    E1, E2 = phases[0], phases[0] + phases[1]
+    got = [subnet_probability(ep, E1, E2) for ep in range(sum(phases))]
+    for ep, p in enumerate(got):
+        n = ep + 1                                      # the paper's 1-based epoch
+        want = (Fraction(1, 5) if n <= E1 else Fraction(1, 5) + Fraction(4, 5) * Fraction(n - E1, E2 - E1)
+                if n <= E2 else Fraction(1))
+        assert p == float(want), (ep, p, want)      # Eq. 5 exactly, rounded once
+    if phases[1]:
+        assert got[E2 - 1] == 1.0 and got[E1] > 0.2     # phase 2 ends at 100% (paper 6.2)
+    assert all(a <= b for a, b in zip(got, got[1:]))
+
+
+def test_schedule_d16_table():
+    p = [round(subnet_probability(ep, 5, 20), 4) for ep in range(25)]
+    assert p[:5] == [0.2] * 5 and p[20:] == [1.0] * 5
+    assert p[5:8] == [0.2533, 0.3067, 0.36] and p[18:20] == [0.9467, 1.0]
+
+
+def test_run_names():
+    assert parse_run("progressive_d4").kind == "progressive"
+    assert parse_run("fixed_p0.2_d4").p == 0.2 and parse_run("skipall_d16").subnet_depth == 16
+    with pytest.raises(ValueError):
+        parse_run("fixed_p1.5_d4")
+
+
+def test_subnet_draw_is_a_pure_function_of_seed_and_step():
+    a = [draw_subnet(0, s, 0.3) for s in range(2000)]
+    assert a == [draw_subnet(0, s, 0.3) for s in range(2000)]
+    assert a != [draw_subnet(1, s, 0.3) for s in range(2000)]
+    assert abs(np.mean(a) - 0.3) < 0.04
+    assert not any(draw_subnet(0, s, 0.0) for s in range(200)) and all(draw_subnet(0, s, 1.0) for s in range(200))
+
+
+# ---- tokens -------------------------------------------------------------------------
+
+def test_tokens_match_the_vqvae_and_resume(setup):
+    ds = TokenDataset(setup / "tokens")
+    n = CLASSES * PER_CLASS
+    assert len(ds) == 2 * n and ds.L == sum(p * p for p in PATCH_NUMS)
+    assert len(ds.index["shards"]) == 3 and ds.index["vae_sha256"] == sha256_file(setup / "vae.pth")
+    vae = small_vae()
+    px = np.array(Image.open(setup / "images" / "001" / "00002.png"))
+    x = torch.from_numpy(px).permute(2, 0, 1)[None].float() / 127.5 - 1
+    img = 1 * PER_CLASS + 2
+    tok, lab = ds.gather(torch.tensor([ds.sample_id(img, 0, 0), ds.sample_id(img, 0, 1)]))
+    assert lab.tolist() == [1, 1]
+    assert torch.equal(tok[0], torch.cat(vae.img_to_tokens(x), 1)[0])
+    assert torch.equal(tok[1], torch.cat(vae.img_to_tokens(x.flip(-1)), 1)[0])
+    streamed = list(ds)
+    assert len(streamed) == 2 * n and torch.equal(streamed[2 * img + 1][0], tok[1]) and streamed[2 * img + 1][2]
+    # the teacher-forcing input built from tokens is what the VAR sees
+    assert vae.quantize.teacher_forcing_input(split_scales(tok, PATCH_NUMS)).shape == (2, ds.L - 1, 8)
+    # resumable: a lost shard is redone, the others skipped, the index is the same
+    idx = json.loads((setup / "tokens" / "index.json").read_text())
+    (setup / "tokens" / "index.json").unlink()
+    (setup / "tokens" / "shard-00001.pt").unlink()
+    msgs = []
+    again = tokenize(setup / "vae.pth", setup / "images", setup / "tokens", PATCH_NUMS, shard_size=16,
+                     log=msgs.append)
+    assert again == idx and "2 of 3 shards already done" in msgs[0]
+
+
+def test_epoch_order_is_a_permutation_with_one_flip_each(setup):
+    ds = TokenDataset(setup / "tokens")
+    o = epoch_order(ds, 3, 0)
+    assert sorted((o // 2).tolist()) == list(range(ds.num_images))      # each image once
+    assert 0.2 < (o % 2).float().mean() < 0.8                           # hflip p = 0.5
+    assert torch.equal(o, epoch_order(ds, 3, 0)) and not torch.equal(o, epoch_order(ds, 4, 0))
+    assert sorted(epoch_order(ds, 0, 0, "both").tolist()) == list(range(len(ds)))
+
+
+# ---- training -----------------------------------------------------------------------
+
+def test_loss_falls_and_log_has_the_contract_columns(setup, tmp_path):
+    r = run(setup, tmp_path, phases=(2, 4, 2))             # 8 epochs x 5 steps
+    assert r["finished"] and r["step"] == 40
+    log = pd.read_parquet(tmp_path / "log.parquet")
+    prov = ["profile", "config_hash", "checkpoint_sha256", "git_commit", "seed", "device", "torch_version"]
+    assert list(log.columns) == LOG_COLUMNS + prov
+    assert log["step"].tolist() == list(range(40)) and (log["checkpoint_sha256"] == r["sha256"]).all()
+    assert log["subnet_prob"].tolist() == [subnet_probability(s // 5, 2, 6) for s in range(40)]
+    assert log["loss_full"].isna().tolist() == log["used_subnet"].tolist()
+    assert log["loss_subnet"].notna().tolist() == log["used_subnet"].tolist()
+    assert log["used_subnet"].tolist() == [draw_subnet(0, s, p) for s, p in enumerate(log["subnet_prob"])]
+    assert log["loss"].iloc[-5:].mean() < log["loss"].iloc[:5].mean() - 0.3
+    sd = read_state_dict(tmp_path / "final.pth")
+    assert set(sd) == set(small_var().state_dict()) and sha256_file(tmp_path / "final.pth") == r["sha256"]
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(setup, tmp_path):
+    cfg = cfg_for(**{"train.augment.mixup_alpha": 0.2})  # Mixup's draws must resume too
+    full = run(setup, tmp_path / "a", "fixed_p0.5_d4", cfg=cfg)
+    part = run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg, stop_after=6)   # between checkpoints
+    assert not part["finished"] and part["step"] == 6 and not (tmp_path / "b" / "final.pth").exists()
+    rest = run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg)
+    assert rest["finished"] and rest["sha256"] == full["sha256"]
+    a, b = (pd.read_parquet(tmp_path / x / "log.parquet") for x in "ab")
+    assert a["loss"].tolist() == b["loss"].tolist() and b["step"].tolist() == list(range(15))
+    # a finished state resumes to the same file; a mismatched state is refused
+    assert run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg)["sha256"] == full["sha256"]
+    with pytest.raises(ValueError, match="saved for another run"):
+        run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg, phases=(1, 1, 2))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, setup, out_dir):
+    import os
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    run(setup, out_dir, "fixed_p0.5_d4", phases=(1, 0, 0), micro_batch=4)
+
+
+def test_two_processes_equal_one_with_accumulation(setup, tmp_path):
+    one = run(setup, tmp_path / "one", "fixed_p0.5_d4", phases=(1, 0, 0), micro_batch=4)   # 1 x 4 x accum 2
+    # fork: the children inherit the imported modules (spawn re-imports torch: ~10 s more)
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), setup, tmp_path / "two"), nprocs=2,
+                       join=True, start_method="fork")
+    a, b = read_state_dict(tmp_path / "one" / "final.pth"), read_state_dict(tmp_path / "two" / "final.pth")
+    init = read_state_dict(setup / "var.pth")
+    assert any(not torch.equal(a[k], init[k]) for k in a)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    la, lb = (pd.read_parquet(tmp_path / x / "log.parquet") for x in ("one", "two"))
+    assert la["used_subnet"].tolist() == lb["used_subnet"].tolist() and la["used_subnet"].nunique() == 2
+    np.testing.assert_allclose(lb["loss"], la["loss"], rtol=1e-5)
+    assert one["finished"]
+
+
+def test_cli_runs_tokenize_train_and_bench(setup, tmp_path, monkeypatch):
+    from variant.cli import main
+    monkeypatch.chdir(ROOT)
+    rc = main(["train", "--profile", "tiny", "--run", "skipall_d4", "--init", str(setup / "var.pth"),
+               "--vae", str(setup / "vae.pth"), "--tokens", str(setup / "tokens"),
+               "--out", str(tmp_path / "ck.pth"), "--log", str(tmp_path / "log.parquet"),
+               "--epochs-override", "0", "0", "1"])
+    assert rc == 0 and (tmp_path / "ck.pth").is_file() and (tmp_path / "state" / "state.pt").is_file()
+    assert pd.read_parquet(tmp_path / "log.parquet")["used_subnet"].all()          # phase 3 only
+    out = tmp_path / "bench.parquet"
+    assert main(["bench", "train", "--depth", "2", "--batch-per-gpu", "2", "--dtype", "fp32",
+                 "--subnet-prob", "0", "1", "--patch-nums", "1", "2", "3", "--steps", "1", "--warmup", "1",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    df = pd.read_parquet(out)
+    assert list(df.columns) == ["gpu", "n_gpus", "depth", "batch_per_gpu", "dtype", "subnet_prob",
+                                "tokens_per_s", "mfu", "peak_mib"] and len(df) == 2
+    assert (df["tokens_per_s"] > 0).all()
