@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_models, sha256_file
 from .config import load_params
-from .sampler import generate
+from .sampler import LeanSampler, generate
 from .supernet import Subnet
 
 CONFIG_RE = re.compile(r"^(full|d(?P<d>\d+)_N(?P<n>\d+)|d(?P<ds>\d+)_S(?P<s>\d+(?:-\d+)*))$")
@@ -78,14 +78,21 @@ def load_shard(path: Path, expected: int) -> dict:
     return shard
 
 
+def make_sampler(var, vae, device):
+    """The lean sampler on a GPU (bf16, preallocated cache); the reference one on a CPU,
+    where float32 keeps the tiny profile exact. Both take the same arguments."""
+    if torch.device(device).type == "cuda":
+        return LeanSampler(var, vae).generate
+    return lambda *a, **k: generate(var, vae, *a, **k)
+
+
 @torch.no_grad()
-def sample_shard(var, vae, subnet, labels: np.ndarray, seed: int, cfg: dict, device) -> np.ndarray:
+def sample_shard(sampler, subnet, labels: np.ndarray, seed: int, cfg: dict, device) -> np.ndarray:
     gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     for i in range(0, len(labels), cfg["batch_size"]):
         lab = torch.as_tensor(labels[i:i + cfg["batch_size"]], device=device)
-        res = generate(var, vae, lab, subnet, cfg=cfg["cfg"], top_k=cfg["top_k"], top_p=cfg["top_p"],
-                       generator=gen)
+        res = sampler(lab, subnet, cfg=cfg["cfg"], top_k=cfg["top_k"], top_p=cfg["top_p"], generator=gen)
         out.append(to_uint8(res.images))
     return np.concatenate(out)
 
@@ -99,6 +106,7 @@ def run_sample(params: dict, var_path, vae_path, config: str, out: str | os.Path
     out = Path(out)
     shard_dir = out.with_suffix("")          # samples/{run}/{config}/shard-00000.npz
     var, vae = load_models(var_path, vae_path, device)
+    sampler = make_sampler(var, vae, device)
     subnet = parse_config(config, var.depth, var.num_scales)
     labels = class_labels(var.num_classes if params["data"]["num_classes"] is None
                           else params["data"]["num_classes"], cfg["per_class"])
@@ -111,7 +119,7 @@ def run_sample(params: dict, var_path, vae_path, config: str, out: str | os.Path
         if path.exists():
             load_shard(path, len(lab))        # finished earlier: check it, don't redo it
             continue
-        images = sample_shard(var, vae, subnet, lab, shard_seed(cfg["seed"], s), cfg, device)
+        images = sample_shard(sampler, subnet, lab, shard_seed(cfg["seed"], s), cfg, device)
         save_npz(path, arr_0=images, labels=lab)
     missing = [s for s in range(n_shards) if not (shard_dir / f"shard-{s:05d}.npz").exists()]
     if missing:
