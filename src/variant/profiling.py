@@ -458,22 +458,25 @@ def add_parser(sub):
     p.set_defaults(func=_main)
 
 
-def _from_params(args):
-    """Take the profiling knobs of params.yaml where the pipeline's config loader exists."""
-    try:
-        from .config import load_params
-    except ImportError:
-        return
-    prof = load_params(args.params, args.profile).get("profiling", {})
-    args.modes = prof.get("modes", args.modes)
-    args.batch = prof.get("batches", args.batch)
-    args.repeats = prof.get("repeats", args.repeats)
-    args.memory_cap_gib = prof.get("memory_cap_gib", args.memory_cap_gib)
+def _from_params(args) -> dict:
+    """The profiling stage: every knob from the params.yaml profile, so its rows cover the
+    profile's tables (depths at N = bridge, the N grid of Figure 5, Table 3's batches)."""
+    from .config import load_params
+    P = load_params(args.params, args.profile)
+    prof, S, T = P["profiling"], P["sample"], P["train"]
+    K = len(P["model"]["patch_nums"])
+    args.modes, args.batch, args.repeats = prof["modes"], prof["batches"], prof["repeats"]
+    args.memory_cap_gib = prof.get("memory_cap_gib")
+    args.depth = P["model"]["var"]["depth"]
+    args.subnet_depth = [args.depth] + sorted(T["subnet_depths"], reverse=True)
+    args.bridge = sorted({T["bridge"], *S["bridges"]} - {K})
+    args.cfg, args.top_k, args.top_p, args.seed = S["cfg"], S["top_k"], S["top_p"], S["seed"]
+    args.device = args.device or P["device"]
+    return P
 
 
 def _main(args) -> int:
-    if getattr(args, "profile", None) is not None:
-        _from_params(args)
+    P = _from_params(args) if hasattr(args, "params") else None
     if (args.var is None) != (args.vae is None):
         raise ValueError("--var and --vae go together")
     import pandas as pd
@@ -486,6 +489,9 @@ def _main(args) -> int:
                         vae_path=args.vae, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
                         trace_dir=args.trace_dir, trace_configs=args.trace_configs, log=lambda s: print(s, flush=True),
                         on_row=lambda rows: write_rows(rows, args.out, before=before))
+    if P is not None:   # the stage's rows say which profile and params made them
+        for row in rows:
+            row.update(profile=P["profile"], config_hash=P["config_hash"])
     write_rows(rows, args.out, before=before)
     print(f"{len(rows)} rows -> {args.out}", file=sys.stderr)
     return 0
