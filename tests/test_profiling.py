@@ -9,7 +9,7 @@ from conftest import GOLDEN, small_vae, small_var
 from variant.checkpoint import build_vae, build_var
 from variant.costmodel import KVAccounting, VARShape, kv_cache_bytes, kv_cache_mib, tokens_per_layer
 from variant.golden import load_golden
-from variant.profiling import COLUMNS, bench_sample, profile_code, profile_config, write_rows
+from variant.profiling import COLUMNS, profile_code, profile_config, write_rows
 from variant.sampler import ConcatKVCache, LeanSampler, generate
 from variant.supernet import Subnet
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .atomic import torch_save
 from .models import VAR, VQVAE
 
 
@@ -162,16 +162,5 @@ def load_models(var_path, vae_path, device="cpu") -> tuple[VAR, VQVAE]:
 def save_state_dict(model_or_sd, path: str | os.PathLike) -> str:
     """Write atomically (a crash never leaves half a file) and return the file's sha256."""
     sd = model_or_sd.state_dict() if isinstance(model_or_sd, torch.nn.Module) else model_or_sd
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({k: v.detach().cpu() for k, v in sd.items()}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    torch_save({k: v.detach().cpu() for k, v in sd.items()}, path)
     return sha256_file(path)

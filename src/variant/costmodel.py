@@ -8,7 +8,7 @@ All counts include classifier-free guidance, which doubles the rows of every bat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .supernet import Subnet
 

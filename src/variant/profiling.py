@@ -23,12 +23,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from .atomic import write_parquet
 from .costmodel import REFERENCE, KVAccounting, VARShape, flops, kv_cache_bytes
 from .models import VAR, VQVAE
 from .sampler import LeanSampler, generate
@@ -399,15 +399,7 @@ def write_rows(rows: list[dict], out, append: bool = False, before=None):
         before = pd.read_parquet(out)
     if before is not None and len(before):
         df = pd.concat([before, df], ignore_index=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_parquet(df, out)
     return df
 
 

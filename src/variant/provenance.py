@@ -1,14 +1,14 @@
-"""What every result row records, and writing results so a crash never leaves half a file."""
+"""What every result row records: params hash, checkpoint sha256, git commit, seed, device."""
 from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-import pandas as pd
 import torch
+
+from .atomic import write_parquet  # noqa: F401  (results are written with provenance)
 
 
 @lru_cache(maxsize=1)
@@ -36,18 +36,3 @@ def provenance(cfg: dict, seed: int, device, checkpoint_sha256: str | None = Non
     return {"profile": cfg["profile"], "config_hash": cfg["config_hash"],
             "checkpoint_sha256": checkpoint_sha256 or "", "git_commit": git_commit(),
             "seed": int(seed), "device": device_name(device), "torch_version": torch.__version__}
-
-
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Atomic: written to a temporary file beside `path`, then renamed over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .atomic import atomic_path
 from .checkpoint import load_models, sha256_file
 from .config import load_params
 from .sampler import LeanSampler, generate
@@ -55,15 +55,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def save_npz(path: Path, **arrays):
     """Atomic write, so a killed job never leaves a shard that looks finished."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_shard(path: Path, expected: int) -> dict:

@@ -235,6 +235,35 @@ class MultiScaleQuantizer(nn.Module):
         z = f_hat if pn == f_hat.shape[-1] else F.interpolate(f_hat, size=(pn, pn), mode="area")
         return z.flatten(2).transpose(1, 2)
 
+    # ---- training (used by `variant fetch` to pre-train the tiny profile's VQVAE) ---------
+    def quantize_train(self, f: torch.Tensor, beta: float = 0.25,
+                       hit_momentum: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward of the residual quantiser: (f_hat_st, vq_loss).
+
+        The residual loop of f_to_tokens, with losses: after each scale k the running f_hat
+        gets the codebook loss ||f_hat - sg(f)||^2 (trains the codebook and the phi convs)
+        plus beta * ||sg(f_hat) - f||^2 (commitment; trains the encoder), averaged over the
+        K scales. f_hat_st = f + sg(f_hat - f) is the straight-through estimate: the value
+        of f_hat, the decoder's gradient passed to f unchanged. Also records codebook usage
+        per scale in ema_vocab_hit_SV (an EMA of hit counts)."""
+        B, C, H, W = f.shape
+        if self.patch_nums[-1] != H or H != W:
+            raise ValueError(f"feature map is {H}x{W} but the last scale is {self.patch_nums[-1]}")
+        f_sg = f.detach()
+        f_rest, f_hat = f_sg.clone(), torch.zeros_like(f_sg)
+        vq_loss = f.new_zeros(())
+        for k, pn in enumerate(self.patch_nums):
+            z = f_rest if pn == H else F.interpolate(f_rest, size=(pn, pn), mode="area")
+            with torch.no_grad():
+                idx = self.nearest(z.permute(0, 2, 3, 1).reshape(-1, C)).view(B, pn * pn)
+                hits = idx.flatten().bincount(minlength=self.vocab_size).float()
+                self.ema_vocab_hit_SV[k].mul_(hit_momentum).add_(hits, alpha=1 - hit_momentum)
+            h = self.upsampled(idx, k, H)
+            f_hat = f_hat + h
+            f_rest = f_rest - h.detach()
+            vq_loss = vq_loss + F.mse_loss(f_hat, f_sg) + beta * F.mse_loss(f_hat.detach(), f)
+        return f + (f_hat - f).detach(), vq_loss / self.num_scales
+
 
 class VQVAE(nn.Module):
     def __init__(self, vocab_size=4096, z_channels=32, ch=160, ch_mult=(1, 1, 2, 2, 4),
@@ -267,3 +296,10 @@ class VQVAE(nn.Module):
 
     def tokens_to_img(self, tokens: list[torch.Tensor]) -> torch.Tensor:
         return self.fhat_to_img(self.quantize.tokens_to_fhat(tokens))
+
+    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward: (reconstruction, vq_loss) of images in [-1, 1]. The
+        reconstruction is not clamped, so that the reconstruction loss keeps its gradient."""
+        f = self.quant_conv(self.encoder(img))
+        f_hat, vq_loss = self.quantize.quantize_train(f)
+        return self.decoder(self.post_quant_conv(f_hat)), vq_loss
