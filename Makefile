@@ -24,7 +24,7 @@ pipeline: $(STAMP)
 	DVC_NO_ANALYTICS=1 $(BIN)/snakemake -c$(CORES) all
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean-env:
 	rm -rf $(VENV)

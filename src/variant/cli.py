@@ -10,20 +10,30 @@ import argparse
 import importlib
 import sys
 
-# Each stage module defines add_parser(subparsers) for its own subcommand(s).
-STAGE_MODULES = ["golden", "costmodel", "fetch", "profiling", "sample", "evaluate", "dvcgen", "tokenize", "train", "report"]
+# Each stage module defines add_parser(subparsers) for its own subcommand(s). A run
+# imports only the module of its command: torch-fidelity and matplotlib cost seconds,
+# and the pipeline starts `variant` once per job.
+COMMANDS = {
+    "verify-golden": ["golden"], "cost": ["costmodel"],
+    "make-data": ["fetch"], "fetch": ["fetch"], "train-extractor": ["fetch"],
+    "tokenize": ["tokenize"], "train": ["train"], "bench": ["profiling", "tokenize", "train"],
+    "sample": ["sample"], "grid": ["sample"], "evaluate": ["evaluate"], "collect": ["evaluate"],
+    "profile": ["profiling"], "report": ["report"], "dvc-yaml": ["dvcgen"],
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="variant", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in STAGE_MODULES:
+    modules = COMMANDS.get(command) or dict.fromkeys(m for ms in COMMANDS.values() for m in ms)
+    for name in modules:
         importlib.import_module(f"variant.{name}").add_parser(sub)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     from .checkpoint import CheckpointError
     from .supernet import SubnetError
     try:

@@ -38,7 +38,7 @@ def table_runs(P: dict) -> dict[str, dict[str, list[str]]]:
     fd = T["fixed_ratios"]["depth"]
     progressive_at_bridge = {f"progressive_d{d}": ["full", grid_config(P, d, bridge)] for d in depths}
     grid = {f"progressive_d{d}": ["full"] + [grid_config(P, d, n) for n in S["bridges"]] for d in depths}
-    return {
+    tables = {
         "table1": {"pretrained": ["full"] + table1_configs(P)},
         "table2": {"pretrained": ["full"], **progressive_at_bridge},
         "table3": {},
@@ -51,6 +51,8 @@ def table_runs(P: dict) -> dict[str, dict[str, list[str]]]:
                   | ({f"progressive_d{fd}": ["full", grid_config(P, fd, bridge)]} if fd in depths else {}),
         "fig5": grid,
     }
+    # N = K is the full network, so a grid can name `full` twice
+    return {t: {run: list(dict.fromkeys(cfgs)) for run, cfgs in runs.items()} for t, runs in tables.items()}
 
 
 # Report outputs: name -> (kind, what it reads besides metric rows).

@@ -899,7 +899,7 @@ def _main(args) -> int:
     if args.only is not None and args.only not in known:
         raise ValueError(f"--only {args.only!r}: not one of {', '.join(sorted(known))}")
     logs = [pd.read_parquet(f) for f in args.training_logs]
-    if args.metrics or args.only is not None:   # one output reads only its own rows
+    if args.metrics or (args.only is not None and not args.quality):   # one output reads only its own rows
         quality = pd.concat([pd.read_parquet(f) for f in args.metrics], ignore_index=True) if args.metrics \
             else pd.DataFrame(columns=QUALITY_COLUMNS)
     else:

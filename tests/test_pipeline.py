@@ -1,0 +1,81 @@
+"""The tiny profile end to end, as a newcomer runs it: `snakemake -c2 all` on a CPU."""
+import pandas as pd
+import pytest
+
+from pipeline_utils import copy_repo, job_counts, run
+from variant import dag
+from variant.config import load_params
+
+pytestmark = pytest.mark.slow
+
+P = load_params(profile="tiny")
+PAPER_TABLE2_COLUMNS = ["Method", "#Steps", "Speedup", "Latency", "Mem", "KV Cache", "#Param", "FID", "IS",
+                        "Prec", "Rec"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    work = copy_repo(tmp_path_factory.mktemp("tiny"))
+    run(["snakemake", "-c2", "all"], work, timeout=3000)
+    return work
+
+
+def test_every_configuration_has_one_quality_row(tiny):
+    q = pd.read_parquet(tiny / "results/tiny/quality.parquet")
+    expected = {(r, c) for r, cfgs in dag.runs_and_configs(P).items() for c in cfgs}
+    assert set(zip(q["run"], q["config"])) == expected and len(q) == len(expected)
+    for col in ("fid", "isc_mean", "precision", "recall", "config_hash", "checkpoint_sha256", "git_commit",
+                "seed", "device", "num_samples"):
+        assert col in q.columns and q[col].notna().all(), col
+    assert (q["num_samples"] == P["sample"]["per_class"] * P["data"]["num_classes"]).all()
+    assert (q["fid"] >= 0).all() and (q["config_hash"] == P["config_hash"]).all()
+
+
+def test_profiling_and_training_logs(tiny):
+    prof = pd.read_parquet(tiny / "results/tiny/profiling.parquet")
+    assert set(prof["mode"]) == set(P["profiling"]["modes"]) and set(prof["batch"]) == set(P["profiling"]["batches"])
+    assert not prof["oom"].any() and (prof["latency_s"] > 0).all()
+    for r in dag.trained_runs(P):
+        log = pd.read_parquet(tiny / f"results/tiny/train/{r}.parquet")
+        assert {"step", "epoch", "subnet_prob", "used_subnet", "loss", "loss_full", "loss_subnet"} <= set(log.columns)
+        assert log["loss"].notna().all() and len(log) > 0
+
+
+def test_tables_have_the_papers_structure(tiny):
+    t2 = pd.read_csv(tiny / "results/tiny/tables/table2.csv")
+    assert list(t2.columns)[:len(PAPER_TABLE2_COLUMNS)] == PAPER_TABLE2_COLUMNS
+    assert list(t2["Method"]) == ["DiT-XL/2", "LlamaGen-XXL", "VAR-d8", "VAR-CoDe", "VARiant-d4", "VARiant-d2"]
+    measured = t2[t2["Source"] == "measured"]
+    assert measured[["Speedup", "KV Cache", "FID", "IS"]].notna().all().all()
+    t8 = pd.read_csv(tiny / "results/tiny/tables/table8.csv")
+    assert len(t8) == len(P["train"]["subnet_depths"]) + 1
+    t7 = pd.read_csv(tiny / "results/tiny/tables/table7.csv")
+    assert len(t7) == len(P["train"]["subnet_depths"])
+    for name in ("table1", "table3", "table4", "table5"):
+        for ext in ("csv", "md", "tex"):
+            assert (tiny / f"results/tiny/tables/{name}.{ext}").stat().st_size > 0
+
+
+def test_figures_and_report_are_written(tiny):
+    for f in ("pareto", "fig2b_losses", "fig3a_schedule", "fig5_depth", "fig5_bridge", "fig5_space",
+              "fig4_samples", "fig6_samples"):
+        for ext in ("pdf", "png"):
+            assert (tiny / f"figures/{f}.{ext}").stat().st_size > 1000, f
+    check = (tiny / "results/tiny/paper_check.md").read_text()
+    assert "2.97" in check and "2.67" in check          # the paper's own inconsistency is listed
+
+
+def test_second_run_has_nothing_to_do(tiny):
+    out = run(["snakemake", "-c2", "-n", "all"], tiny).stdout
+    assert "Nothing to be done" in out
+
+
+def test_one_figure_runs_only_its_jobs(tmp_path):
+    """On a clean tree, figures/pareto.pdf needs the fixed-ratio trainings and the
+    progressive d4 one (Figure 2a's star), their samples and scores: nothing else."""
+    work = copy_repo(tmp_path)
+    counts = job_counts(run(["snakemake", "-c2", "-n", "figures/pareto.pdf"], work).stdout)
+    runs = dag.report_runs(P, "pareto")
+    n_rows = sum(len(c) for c in runs.values())
+    assert counts == {"make_data": 2, "fetch": 1, "train_extractor": 1, "tokenize": 1, "train": len(runs),
+                      "sample": n_rows, "evaluate": n_rows, "report_pareto": 1}
