@@ -44,19 +44,21 @@ def test_repro_table2_status_push_pull(tmp_path):
     assert not any(s.startswith(("train_fixed", "train_skipall")) or s in ("pareto", "table1") for s in first)
 
     assert ran(run(["dvc", "repro", "table2"], work).stdout) == set()             # up to date
-    assert "up to date" in run(["dvc", "status", "table2"], work).stdout
+    status = ["dvc", "status", "--with-deps", "table2"]                              # upstream stages too
+    assert "up to date" in run(status, work).stdout
 
     # A parameter Table 2 does not read (Figure 2a's grid) leaves it up to date ...
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["profiles"]["tiny"]["train"]["fixed_ratios"]["p"] = [0.2, 0.6, 0.8]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run([sys.executable, "-m", "variant.cli", "dvc-yaml"], work)
-    assert "up to date" in run(["dvc", "status", "table2"], work).stdout
+    assert "up to date" in run(status, work).stdout
     # ... one it reads (the guidance scale of every sample) makes it stale.
     params["profiles"]["tiny"]["sample"]["cfg"] = 2.0
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    stale = run(["dvc", "status", "table2"], work).stdout
-    assert "changed params" in stale and "profiles.tiny.sample.cfg" in stale
+    stale = run(status, work).stdout
+    assert "modified:" in stale and "profiles.tiny.sample.cfg" in stale
+    assert "metrics_progressive_d4_d4_N6" in stale and "train_progressive_d4" not in stale
     params["profiles"]["tiny"]["sample"]["cfg"] = P["sample"]["cfg"]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
