@@ -26,6 +26,15 @@ def small_vae(seed=0, patch_nums=PATCH_NUMS) -> VQVAE:
                  patch_nums=patch_nums).eval()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is fastest, and two threads on a busy 2-core box crawl."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def golden_dir() -> Path:
     return GOLDEN

@@ -23,13 +23,7 @@ PARAMS = REPO / "params.yaml"
 FAST = dict(retries=2, backoff=0.01, timeout=5.0, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and two threads on a busy 2-core box crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Server:

@@ -23,13 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSES, PER_CLASS, IMAGE = 5, 8, 10        # small_vae: last scale 5 x downsample 2 = 10 px
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and two threads on a busy 2-core box crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
