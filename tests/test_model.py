@@ -8,6 +8,9 @@ from variant.sampler import generate
 from variant.supernet import Subnet
 
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def teacher_logits(var, vae, labels, tokens, subnet):
     """Cond and no-class logits of the teacher-forced forward on the sampled tokens."""
     var_input = vae.quantize.teacher_forcing_input(tokens)
@@ -28,13 +31,15 @@ SUBNETS = {
 }
 
 
+@pytest.mark.parametrize("attention", ["masked", "per_scale", "flex"])
 @pytest.mark.parametrize("shared_aln", [False, True])
 @pytest.mark.parametrize("which", SUBNETS)
-def test_teacher_forcing_equals_sampler(which, shared_aln):
+def test_teacher_forcing_equals_sampler(which, shared_aln, attention):
     """The logits the sampler computes scale by scale with its KV cache equal those of the
     one-pass teacher-forced forward on the same tokens, for full depth and subnets
-    (including Table 1's subnet on early or middle scales)."""
+    (including Table 1's subnet on early or middle scales), with either attention."""
     var, vae = small_var(shared_aln=shared_aln), small_vae()
+    var.attention = attention
     subnet = SUBNETS[which](var)
     labels = torch.tensor([0, 3, 4])
     gen = torch.Generator().manual_seed(1)
@@ -43,6 +48,33 @@ def test_teacher_forcing_equals_sampler(which, shared_aln):
     tf = teacher_logits(var, vae, labels, out.tokens, subnet)
     for k, (a, b) in enumerate(var.scale_bounds):
         assert torch.allclose(out.raw_logits[k], tf[:, a:b], atol=1e-5), f"scale {k}"
+
+
+@pytest.mark.parametrize("which", ["full", "d3_N4"])
+def test_attention_implementations_agree_in_training(which):
+    """One call per scale, FlexAttention (CUDA: it has no CPU backward) and one masked
+    call give the same gradients."""
+    var, vae = small_var(), small_vae()
+    subnet = SUBNETS[which](var)
+    g = torch.Generator().manual_seed(0)
+    tokens = [torch.randint(0, vae.quantize.vocab_size, (2, p * p), generator=g) for p in var.patch_nums]
+    with torch.no_grad():
+        x = vae.quantize.teacher_forcing_input(tokens)
+    labels, target = torch.tensor([1, 2]), torch.cat(tokens, 1)
+    grads = {}
+    attentions = ("masked", "per_scale", "flex") if torch.cuda.is_available() else ("masked", "per_scale")
+    var, vae = var.to(DEVICE), vae.to(DEVICE)
+    x, labels, target = x.to(DEVICE), labels.to(DEVICE), target.to(DEVICE)
+    for attention in attentions:
+        var.attention = attention
+        var.zero_grad()
+        logits = var(labels, x, subnet)
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten()).backward()
+        grads[attention] = [p.grad.clone() for p in var.parameters() if p.grad is not None]
+    assert len(grads["per_scale"]) == len(grads["masked"]) > 0
+    for other in attentions[1:]:
+        for a, b in zip(grads[other], grads["masked"]):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), other
 
 
 def test_subnets_compute_different_things():

@@ -313,7 +313,6 @@ def configs(depth: int, subnet_depths, bridges, extra=()) -> list[tuple[int | No
 
 def trace_lean(sampler: LeanSampler, var: VAR, subnet: Subnet, batch: int, path: Path, **kw):
     """GPU kernel times of one eager lean pass (the kernels the graph replays), for notes."""
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     labels = _labels(var, batch, sampler.device, 0)
     sampler.cuda_graphs = False
@@ -322,16 +321,22 @@ def trace_lean(sampler: LeanSampler, var: VAR, subnet: Subnet, batch: int, path:
         sampler.generate(labels, subnet, decode=False, **kw)
         torch.cuda.synchronize()
     sampler.release()
-    self_us = lambda e: getattr(e, "self_device_time_total", None) or e.self_cuda_time_total
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(kernel_table(prof))
+
+
+def kernel_table(prof, top: int = 40) -> str:
+    """The GPU kernels of a torch.profiler run, by self time, as text."""
+    from torch.autograd import DeviceType
+    self_us = lambda e: getattr(e, "self_device_time_total", None) or e.self_cuda_time_total  # noqa: E731
     kernels = sorted((e for e in prof.key_averages() if e.device_type == DeviceType.CUDA),
                      key=self_us, reverse=True)
     total = sum(self_us(e) for e in kernels)
     lines = [f"GPU kernel time {total / 1e3:.1f} ms in {sum(e.count for e in kernels)} launches",
              f"{'ms':>8} {'%':>5} {'calls':>6}  kernel"]
     lines += [f"{self_us(e) / 1e3:8.2f} {100 * self_us(e) / total:5.1f} {e.count:6d}  {e.key[:110]}"
-              for e in kernels[:40]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+              for e in kernels[:top]]
+    return "\n".join(lines) + "\n"
 
 
 def bench_sample(depth: int = 30, batches=(64,), subnet_depths=(30,), bridges=(6,), extra=(),

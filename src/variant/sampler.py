@@ -335,23 +335,36 @@ def split_qkv(qkv, k_out, v_out, k_scale, use_triton: bool = False):
 
 def add_ln_mod(x, a, gate, shift, scale, eps: float, use_triton: bool = False):
     """(x + a * gate, LayerNorm(x + a * gate) * scale + shift); a=None skips the residual.
-    gate, shift, scale: (B, 1, C), scale with the AdaLN's +1 included."""
+    gate, shift, scale: (B, 1, C), scale with the AdaLN's +1 included.
+    The fused kernel updates x in place (one program reads its whole row before writing
+    it), so callers must treat x as consumed."""
     B, L, C = x.shape
     if use_triton and x.is_contiguous() and (a is None or a.is_contiguous()):
-        x_out = x if a is None else torch.empty_like(x)
         h = torch.empty_like(x)
         _add_ln_mod_kernel[(B * L,)](x, x if a is None else a, shift if gate is None else gate,
-                                     shift, scale, x_out, h, L, C, eps, HAS_A=a is not None,
+                                     shift, scale, x, h, L, C, eps, HAS_A=a is not None,
                                      BLOCK=triton.next_power_of_2(C), num_warps=8 if C >= 1024 else 4)
-        return x_out, h
+        return x, h
     if a is not None:
         x = torch.addcmul(x, a, gate)
     return x, torch.addcmul(shift, F.layer_norm(x, (C,), eps=eps), scale)
 
 
+_CUDNN_LSE = [True]   # cleared the first time this build's cuDNN attention refuses
+
+
 def _attention_with_lse(q, k, v, scale):
-    """Softmax attention (B, H, L, c) and its log-sum-exp (B, H, L)."""
+    """Softmax attention (B, H, L, c) and its log-sum-exp (B, H, L).
+    On CUDA in half precision cuDNN's kernel first (on an H100 0.75 ms against flash's
+    0.98 ms for the last scale of VAR-d30, benchmarks/attention_last_scale.py)."""
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        if _CUDNN_LSE[0]:
+            try:
+                out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
+                    q, k, v, None, True, 0.0, False, False, scale=scale)[:2]
+                return out, lse.reshape(q.shape[:3])
+            except RuntimeError:
+                _CUDNN_LSE[0] = False
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
     elif q.is_cuda:
         out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False, scale=scale)[:2]
@@ -473,26 +486,37 @@ class LeanSampler:
         o = F.scaled_dot_product_attention(T(q), T(k), T(v), attn_mask=mask, scale=attn.scale)
         return attn.proj(T(o).reshape(B, L, C))
 
-    def _block(self, i, x, pending, mod, cache, store, mask=None):
-        """AdaLN block i on x (2B, l, C): the reference's arithmetic in fewer passes.
+    def _block(self, i, state, mod, cache, store, mask=None):
+        """AdaLN block i: the reference's arithmetic in fewer passes.
 
-        The FFN's residual (f, gamma2) is returned as `pending` and added by the next
-        block's first LayerNorm kernel (or by `_settle` after the last block)."""
+        state = [x (2B, l, C), pending]: the FFN's residual (f, gamma2) is left pending and
+        added by the next block's first LayerNorm kernel (or by `_settle` after the last
+        block). The block takes both out of the list and puts its own back, so nothing
+        outside holds them: the input and f are freed once that first kernel has run."""
         shift1, scale1, gamma1, shift2, scale2, gamma2 = mod
         eps = self.var.blocks[i].ln_wo_grad.eps
+        x, pending = state
+        state.clear()
         f, g = pending or (None, None)
+        del pending
         x, h = add_ln_mod(x, f, g, shift1, scale1, eps, self._triton)
-        x, h = add_ln_mod(x, self._attention(i, h, cache, store, mask), gamma1, shift2, scale2, eps, self._triton)
-        return x, (self._ffn(self.var.blocks[i].ffn, h), gamma2)
+        del f
+        a = self._attention(i, h, cache, store, mask)
+        del h
+        x, h = add_ln_mod(x, a, gamma1, shift2, scale2, eps, self._triton)
+        del a
+        state += [x, (self._ffn(self.var.blocks[i].ffn, h), gamma2)]
 
     @staticmethod
     def _settle(x, pending):
         return x if pending is None else torch.addcmul(x, *pending)
 
-    def _layers(self, layers, x, mods, cache, store, mask=None):
-        pending = None
+    def _layers(self, layers, state, mods, cache, store, mask=None):
+        """Run `layers` on state = [x, None]; returns their output (the list is emptied)."""
         for i in layers:
-            x, pending = self._block(i, x, pending, mods[i], cache, store, mask)
+            self._block(i, state, mods[i], cache, store, mask)
+        x, pending = state
+        state.clear()
         return self._settle(x, pending)
 
     def _modulations(self, cond_blocks, layers):
@@ -525,7 +549,8 @@ class LeanSampler:
         if n0:
             x, f_hat = prefix_inputs(var, vae, cond, prefix, self._upsampled)
             mask = prefix_mask(var, n0, x.device)
-            x = self._layers(subnet.layers_at(0), x, mods, cache, True, mask)
+            state, x = [x, None], None
+            x = self._layers(subnet.layers_at(0), state, mods, cache, True, mask)
             x = (var.word_embed(q.next_input(f_hat, n0).to(self.dtype)) + self.level_pos[n0]).repeat(2, 1, 1)
         else:
             x = var.first_tokens(cond)
@@ -533,13 +558,15 @@ class LeanSampler:
         tokens = []
         for k in range(n0, stop):
             last = k == stop - 1
-            x = self._layers(subnet.layers_at(k), x, mods, cache, not last)
+            state, x = [x, None], None
+            x = self._layers(subnet.layers_at(k), state, mods, cache, not last)
             guided = self._guided_logits(x, cond_head, B, cfg * k / (K - 1))
             idx = sample_tokens_sorted(guided, top_k, top_p, generator)
             f_hat = f_hat + self._upsampled(idx, k)
             tokens.append(idx)
             if record is not None:
                 record.append(guided.float())
+            del guided   # (B, l, V): not kept alive through the next scale
             if not last:
                 x = (var.word_embed(q.next_input(f_hat, k + 1).to(self.dtype)) + self.level_pos[k + 1]).repeat(2, 1, 1)
         return tokens, f_hat

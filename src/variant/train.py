@@ -235,9 +235,16 @@ def enable_activation_checkpointing(model) -> None:
     for block in model.blocks:
         inner = block.forward
 
-        def forward(x, cond, attn_mask=None, kv_cache=None, _inner=inner):
-            return checkpoint(_inner, x, cond, attn_mask, kv_cache, use_reentrant=False)
+        def forward(*args, _inner=inner, **kwargs):
+            return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
         block.forward = forward
+
+
+def compile_blocks(model) -> None:
+    """torch.compile each block: fuses its LayerNorm, AdaLN and residual arithmetic, which
+    otherwise runs as separate passes over memory (bench train measures the gain)."""
+    for block in model.blocks:
+        block.compile()
 
 
 # ---------------------------------------------------------------------------------------
@@ -329,6 +336,12 @@ class StepRunner:
         return float(total)
 
 
+def make_optimizer(model, lr, betas, weight_decay, device: torch.device):
+    """AdamW; on CUDA the fused kernel (one launch for all parameters)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay,
+                             fused=device.type == "cuda")
+
+
 def rng_states() -> dict:
     out = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -350,11 +363,13 @@ def set_rng_states(s: dict) -> None:
 def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phases=None,
           resume: bool = True, micro_batch: int | None = None, device: str | None = None,
           stop_after: int | None = None, activation_checkpointing: bool = False,
-          flips: str = "coin", deterministic: bool = False, echo=print, stop_flag=None) -> dict:
+          flips: str = "coin", deterministic: bool = False, echo=print, stop_flag=None,
+          compiled: bool | None = None) -> dict:
     """Algorithm 1 (or a baseline) from `init`; returns {"finished", "step", "sha256"}.
 
     stop_after: leave after that many optimizer steps in total, with the state saved
     (an interrupted job); stop_flag: a callable polled after each step (a signal arrived).
+    compiled: torch.compile the blocks; None means on CUDA only.
     """
     from .checkpoint import build_vae, build_var, read_state_dict, save_state_dict, sha256_file
     from .config import phases_of
@@ -389,6 +404,8 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
     model = model.to(info.device).train()
     if activation_checkpointing:
         enable_activation_checkpointing(model)
+    if compiled if compiled is not None else info.device.type == "cuda":
+        compile_blocks(model)
     subnet = Subnet(model.depth, spec.subnet_depth, spec.bridge(cfg), model.num_scales)
 
     micro = micro_batch or G // info.world
@@ -404,8 +421,7 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
     total = epochs * spe
 
     o = tcfg["optimizer"]
-    opt = torch.optim.AdamW(model.parameters(), lr=o["lr"], betas=tuple(o.get("betas", (0.9, 0.95))),
-                            weight_decay=o["weight_decay"])
+    opt = make_optimizer(model, o["lr"], tuple(o.get("betas", (0.9, 0.95))), o["weight_decay"], info.device)
     precision = tcfg["precision"]
     scaler = torch.amp.GradScaler(info.device.type, enabled=precision == "fp16")
     runner = StepRunner(model, quant, opt, scaler, info, precision, float(o["grad_clip"]), micro, accum,
@@ -517,16 +533,26 @@ PEAK_TFLOPS = {  # dense tensor-core peaks per GPU (fp32: no TF32), SXM parts
 
 
 def step_flops(model, subnet: Subnet | None, batch: int) -> float:
-    """6 x (matmul weights each token passes through) x tokens: qkv, proj, fc1, fc2 of the
-    layers active at the token's scale, word embedding and head; attention scores and the
-    per-sample AdaLN projections are left out."""
+    """Model FLOPs of one training step (forward + backward = 3 x forward), as nanoGPT's MFU
+    counts them: 6 x (matmul weights each token passes through) x tokens (qkv, proj, fc1, fc2
+    of the layers active at the token's scale, word embedding, head), plus 12 x width x the
+    (query, key) pairs that block-causal attention scores at each layer. The per-sample
+    AdaLN projections and activation recomputation are left out."""
     C = model.width
     H = model.blocks[0].ffn.fc1.out_features
     per_block = 4 * C * C + 2 * C * H
     fixed = C * model.cvae + C * model.vocab_size
     s = subnet or Subnet.full(model.depth, model.num_scales)
-    w = sum(p * p * (len(s.layers_at(k)) * per_block + fixed) for k, p in enumerate(model.patch_nums))
-    return 6.0 * w * batch
+    sizes = [p * p for p in model.patch_nums]
+    weights = sum(n * (len(s.layers_at(k)) * per_block + fixed) for k, n in enumerate(sizes))
+    pairs = 0
+    for i in range(model.depth):   # each active scale's queries see the active tokens up to it
+        seen = 0
+        for k, n in enumerate(sizes):
+            if s.runs(i, k):
+                seen += n
+                pairs += n * seen
+    return (6.0 * weights + 12.0 * C * pairs) * batch
 
 
 def device_slug(device: torch.device) -> str:
@@ -536,72 +562,93 @@ def device_slug(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name).strip("-")
 
 
-# Measured on one H100 (2026-11-22; random weights, paper scales, bridge 6, d = D/2):
-#   d16 batch 32 bf16: p=0 109.7k tokens/s, MFU 0.137, 24.7 GiB; p=1 161.8k, MFU 0.116, 16.5 GiB
-#   d30 batch 16 fp16 p=0.2 with activation checkpointing: 24.8k tokens/s, MFU 0.136, 38.4 GiB
 def bench_train(depths, batches, dtypes, probs, steps=5, warmup=2, device="cpu",
                 subnet_depth=None, bridge=6, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
-                activation_checkpointing=False, echo=print) -> pd.DataFrame:
-    """Random-weight VAR-d{depth} (width 64 d, d heads, vocabulary 4096) on random tokens."""
+                activation_checkpointing=False, attentions=("masked",), accum=1,
+                compiled=False, trace=None, echo=print) -> pd.DataFrame:
+    """Random-weight VAR-d{depth} (width 64 d, d heads, vocabulary 4096) on random tokens.
+
+    One row per (depth, batch per GPU, dtype, subnet probability, attention); a step is
+    `accum` micro-batches of `batch` per process, then the all-reduce and AdamW update,
+    as in training. trace: write the GPU kernel table of one step of the first row there."""
+    import itertools
+
     from .models import VAR
     from .models.vqvae import MultiScaleQuantizer
+    from .profiling import git_commit
     from .provenance import device_name
     info = init_distributed(device)
+    cuda = info.device.type == "cuda"
+    commit = git_commit()
     rows = []
-    for depth in depths:
-        for batch in batches:
-            for dtype in dtypes:
-                for p in probs:
-                    torch.manual_seed(0)
-                    model = VAR(depth=depth, patch_nums=patch_nums).to(info.device).train()
-                    if activation_checkpointing:
-                        enable_activation_checkpointing(model)
-                    quant = MultiScaleQuantizer(4096, 32, patch_nums).to(info.device).eval().requires_grad_(False)
-                    opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.95), weight_decay=0.05)
-                    scaler = torch.amp.GradScaler(info.device.type, enabled=dtype == "fp16")
-                    runner = StepRunner(model, quant, opt, scaler, info, dtype, 1.0, batch, 1, 0)
-                    sub = Subnet(depth, subnet_depth or max(2, depth // 2), min(bridge, len(patch_nums)),
-                                 len(patch_nums))
-                    g = torch.Generator().manual_seed(1)
-                    tokens = torch.randint(0, 4096, (batch * info.world, model.L), generator=g)
-                    labels = torch.randint(0, 1000, (batch * info.world,), generator=g)
-                    fetch = lambda pos: (tokens[pos], labels[pos])  # noqa: E731
-                    oom, flops, t = False, 0.0, 0.0
-                    if info.device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(info.device)
-                    try:
-                        for i in range(warmup + steps):
-                            use = draw_subnet(0, i, p)
-                            if i == warmup:
-                                if info.device.type == "cuda":
-                                    torch.cuda.synchronize(info.device)
-                                t0 = time.perf_counter()
-                            runner.run(i, fetch, sub if use else None)
-                            if i >= warmup:
-                                flops += step_flops(model, sub if use else None, batch * info.world)
-                        if info.device.type == "cuda":
-                            torch.cuda.synchronize(info.device)
-                        t = time.perf_counter() - t0
-                    except torch.OutOfMemoryError:
-                        oom = True
-                    if info.device.type == "cuda":
-                        peak = torch.cuda.max_memory_allocated(info.device) / 2**20
-                    else:
-                        import resource
-                        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                    gpu = device_name(info.device)
-                    peak_flops = next((v.get(dtype) for k, v in PEAK_TFLOPS.items() if k in gpu), None)
-                    tps = math.nan if oom else steps * batch * info.world * model.L / t
-                    mfu = (flops / t / (peak_flops * 1e12 * info.world)
-                           if peak_flops and not oom else math.nan)
-                    rows.append({"gpu": gpu, "n_gpus": info.world, "depth": depth, "batch_per_gpu": batch,
-                                 "dtype": dtype, "subnet_prob": float(p), "tokens_per_s": tps,
-                                 "mfu": mfu, "peak_mib": peak})
-                    echo(f"d{depth} batch {batch}/gpu {dtype} p={p}: "
-                         + ("OOM" if oom else f"{tps:,.0f} tokens/s, MFU {mfu:.3f}, peak {peak:,.0f} MiB"))
-                    del model, opt, runner
-                    if info.device.type == "cuda":
-                        torch.cuda.empty_cache()
+    for depth, batch, dtype, p, attention in itertools.product(depths, batches, dtypes, probs, attentions):
+        torch.manual_seed(0)
+        with info.device:   # initialised where it runs: a 2B-parameter init on the CPU takes long
+            model = VAR(depth=depth, patch_nums=patch_nums).train()
+        model.attention = attention
+        if activation_checkpointing:
+            enable_activation_checkpointing(model)
+        if compiled:
+            compile_blocks(model)
+        quant = MultiScaleQuantizer(4096, 32, patch_nums).to(info.device).eval().requires_grad_(False)
+        opt = make_optimizer(model, 1e-6, (0.9, 0.95), 0.05, info.device)
+        scaler = torch.amp.GradScaler(info.device.type, enabled=dtype == "fp16")
+        runner = StepRunner(model, quant, opt, scaler, info, dtype, 1.0, batch, accum, 0)
+        sub = Subnet(depth, subnet_depth or max(2, depth // 2), min(bridge, len(patch_nums)), len(patch_nums))
+        g = torch.Generator().manual_seed(1)
+        G = runner.global_batch
+        tokens = torch.randint(0, 4096, (G, model.L), generator=g).pin_memory() if cuda else \
+            torch.randint(0, 4096, (G, model.L), generator=g)
+        labels = torch.randint(0, 1000, (G,), generator=g)
+        fetch = lambda pos: (tokens[pos], labels[pos])  # noqa: E731
+        oom, flops, t = False, 0.0, 0.0
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(info.device)
+        try:
+            for i in range(warmup + steps):
+                use = draw_subnet(0, i, p)
+                if i == warmup:
+                    if cuda:
+                        torch.cuda.synchronize(info.device)
+                    t0 = time.perf_counter()
+                runner.run(i, fetch, sub if use else None)
+                if i >= warmup:
+                    flops += step_flops(model, sub if use else None, G)
+            if cuda:
+                torch.cuda.synchronize(info.device)
+            t = time.perf_counter() - t0
+            if trace and cuda and not rows:
+                from torch.profiler import ProfilerActivity, profile
+
+                from .profiling import kernel_table
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    runner.run(warmup + steps, fetch, sub if draw_subnet(0, warmup + steps, p) else None)
+                    torch.cuda.synchronize(info.device)
+                Path(trace).parent.mkdir(parents=True, exist_ok=True)
+                Path(trace).write_text(kernel_table(prof, top=50))
+        except torch.OutOfMemoryError:
+            oom = True
+        if cuda:
+            peak = torch.cuda.max_memory_allocated(info.device) / 2**20
+        else:
+            import resource
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        gpu = device_name(info.device)
+        peak_flops = next((v.get(dtype) for k, v in PEAK_TFLOPS.items() if k in gpu), None)
+        tps = math.nan if oom else steps * G * model.L / t
+        mfu = flops / t / (peak_flops * 1e12 * info.world) if peak_flops and not oom else math.nan
+        rows.append({"gpu": gpu, "n_gpus": info.world, "depth": depth, "batch_per_gpu": batch,
+                     "accum": accum, "dtype": dtype, "subnet_prob": float(p), "attention": attention,
+                     "activation_checkpointing": bool(activation_checkpointing),
+                     "compiled": bool(compiled),
+                     "tokens_per_s": tps, "step_s": math.nan if oom else t / steps, "mfu": mfu,
+                     "peak_mib": peak, "oom": oom, "seed": 0, "git_commit": commit,
+                     "torch_version": torch.__version__})
+        echo(f"d{depth} batch {batch}/gpu x{accum} x{info.world} {dtype} p={p} {attention}"
+             f"{' compiled' if compiled else ''}{' ckpt' if activation_checkpointing else ''}: "
+             + ("OOM" if oom else f"{tps:,.0f} tokens/s, MFU {mfu:.3f}, peak {peak:,.0f} MiB"))
+        del model, opt, runner
     df = pd.DataFrame(rows)
     df.attrs["slug"] = device_slug(info.device)
     df.attrs["main"] = info.main
@@ -630,6 +677,8 @@ def add_parser(sub):
     p.add_argument("--micro-batch", type=int, default=None, help="per process (default: global / processes)")
     p.add_argument("--device", default=None)
     p.add_argument("--activation-checkpointing", action="store_true")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the blocks (default: on CUDA)")
     p.add_argument("--flips", choices=["coin", "both"], default="coin")
     p.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels")
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
@@ -646,6 +695,10 @@ def add_parser(sub):
     b.add_argument("--steps", type=int, default=5)
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--activation-checkpointing", action="store_true")
+    b.add_argument("--attention", nargs="+", choices=["masked", "per_scale", "flex"], default=["masked"])
+    b.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
+    b.add_argument("--compile", action="store_true", help="torch.compile each block")
+    b.add_argument("--trace", default=None, help="write a GPU kernel table of one step (first row) here")
     b.add_argument("--device", default=None, help="default: cuda if available")
     b.add_argument("--out", default=None, help="default: results/benchmarks/train_<device>.parquet")
     b.set_defaults(func=_bench_main)
@@ -663,7 +716,7 @@ def _main(args) -> int:
     r = train(cfg, args.run, args.init, args.vae, args.tokens, args.out, args.log, args.state_dir,
               args.epochs_override, args.resume, args.micro_batch, args.device, args.stop_after,
               args.activation_checkpointing, args.flips, args.deterministic,
-              stop_flag=lambda: flag["stop"])
+              stop_flag=lambda: flag["stop"], compiled=args.compile)
     if r["finished"] or args.stop_after is not None:
         return 0
     print(f"variant train: interrupted at step {r['step']}; state saved, re-run to resume", file=sys.stderr)
@@ -675,11 +728,12 @@ def _bench_main(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     df = bench_train(args.depth, args.batch_per_gpu, args.dtype, args.subnet_prob, args.steps, args.warmup,
                      device, args.subnet_depth, args.bridge, tuple(args.patch_nums),
-                     args.activation_checkpointing)
+                     args.activation_checkpointing, args.attention, args.accum, args.compile, args.trace)
     if not df.attrs["main"]:
         return 0
     out = Path(args.out or f"results/benchmarks/train_{df.attrs['slug']}.parquet")
-    key = ["gpu", "n_gpus", "depth", "batch_per_gpu", "dtype", "subnet_prob"]
+    key = ["gpu", "n_gpus", "depth", "batch_per_gpu", "accum", "dtype", "subnet_prob", "attention",
+           "activation_checkpointing", "compiled"]
     if out.is_file():   # keep earlier rows, replacing re-measured configurations
         old = pd.read_parquet(out)
         df = pd.concat([old, df]).drop_duplicates(key, keep="last").reset_index(drop=True)

@@ -20,6 +20,21 @@ import torch.nn.functional as F
 from ..supernet import Subnet
 
 
+def block_causal_attention(q, k, v, scales, scale):
+    """Attention in which each scale's tokens see their own and every earlier scale.
+
+    q, k, v: (B, H, L, c), tokens ordered by scale; scales: token count of each scale.
+    One unmasked call per scale (queries of the scale, keys up to its end) lets SDPA pick
+    its fused flash kernels; one call with an L x L additive mask cannot.
+    """
+    out, end = [], 0
+    for n in scales:
+        out.append(F.scaled_dot_product_attention(q[:, :, end:end + n], k[:, :, :end + n],
+                                                  v[:, :, :end + n], scale=scale))
+        end += n
+    return torch.cat(out, dim=2)
+
+
 class SelfAttention(nn.Module):
     """Multi-head attention with L2-normalised queries and keys (attn_l2_norm).
 
@@ -42,7 +57,8 @@ class SelfAttention(nn.Module):
             self.scale = 0.25 / math.sqrt(self.head_dim)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x, attn_mask=None, kv_cache=None):
+    def forward(self, x, attn_mask=None, kv_cache=None, scales=None):
+        """scales: token counts per scale for block-causal attention (instead of attn_mask)."""
         B, L, C = x.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
@@ -54,8 +70,15 @@ class SelfAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
         dtype = v.dtype  # keys come out of the fp32 normalisation; attend in one dtype
-        out = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v, attn_mask=attn_mask,
-                                             scale=self.scale)
+        q, k = q.to(dtype), k.to(dtype)
+        if scales is not None:
+            out = block_causal_attention(q, k, v, scales, self.scale)
+        elif attn_mask is not None and not isinstance(attn_mask, torch.Tensor):  # a flex BlockMask
+            from torch.nn.attention.flex_attention import flex_attention
+            out = flex_attention(q, k, v, block_mask=attn_mask, scale=self.scale)
+        else:
+            mask = attn_mask if attn_mask is None or attn_mask.dtype == torch.bool else attn_mask.to(dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(B, L, C))
 
 
@@ -91,10 +114,10 @@ class AdaLNBlock(nn.Module):
             return (self.ada_gss + cond).unbind(2)
         return self.ada_lin(cond).view(-1, 1, 6, self.width).unbind(2)
 
-    def forward(self, x, cond, attn_mask=None, kv_cache=None):
+    def forward(self, x, cond, attn_mask=None, kv_cache=None, scales=None):
         gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(cond)
         h = self.ln_wo_grad(x).mul(scale1.add(1)).add(shift1)
-        x = x + self.attn(h, attn_mask, kv_cache).mul(gamma1)
+        x = x + self.attn(h, attn_mask, kv_cache, scales).mul(gamma1)
         h = self.ln_wo_grad(x).mul(scale2.add(1)).add(shift2)
         return x + self.ffn(h).mul(gamma2)
 
@@ -125,6 +148,11 @@ class VAR(nn.Module):
         self.patch_nums = tuple(patch_nums)
         self.shared_aln = shared_aln
         self.cond_drop_rate = cond_drop_rate
+        # Teacher forcing's attention, all the same result: "masked" (one call with the L x L
+        # block-causal mask, as the reference does), "per_scale" (one unmasked call per
+        # scale) or "flex" (FlexAttention skipping fully masked tiles; compiled blocks on GPU).
+        self.attention = "masked"
+        self._block_masks = {}
         self.L = sum(p * p for p in self.patch_nums)
         self.first_l = self.patch_nums[0] ** 2
         ends = torch.tensor([p * p for p in self.patch_nums]).cumsum(0).tolist()
@@ -185,6 +213,17 @@ class VAR(nn.Module):
         with torch.autocast(h.device.type, enabled=False):
             return self.head(self.head_nm(h.float(), cond.float()))
 
+    def flex_mask(self, scales, device):
+        """FlexAttention's block-causal mask over the tokens of `scales`, built once."""
+        key = (tuple(scales), str(device))
+        if key not in self._block_masks:
+            from torch.nn.attention.flex_attention import create_block_mask
+            level = torch.cat([torch.full((self.patch_nums[k] ** 2,), k) for k in scales]).to(device)
+            n = len(level)
+            self._block_masks[key] = create_block_mask(
+                lambda b, h, q, kv: level[q] >= level[kv], None, None, n, n, device=device)
+        return self._block_masks[key]
+
     # ---- teacher forcing ----------------------------------------------------------------
     def forward(self, label_B, var_input, subnet: Subnet | None = None):
         """Logits (B, L, V) of every scale given the ground-truth inputs of scales 1..K-1.
@@ -201,16 +240,31 @@ class VAR(nn.Module):
         x = torch.cat((cond.unsqueeze(1).expand(-1, self.first_l, -1) + self.pos_start,
                        self.word_embed(var_input.float())), dim=1)
         x = x + self.lvl_embed(self.lvl_1L) + self.pos_1LC
-        mask = self.attn_bias_for_masking.to(x.dtype)
+        # Under autocast the residual stream and the AdaLN condition run in the autocast
+        # dtype, as in the reference's training (which made the released weights).
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):
+            dtype = torch.get_autocast_dtype(dev)
+            x, cond_blocks = x.to(dtype), cond_blocks.to(dtype)
+        sizes = [p * p for p in self.patch_nums]
         for i, block in enumerate(self.blocks):
             active = [k for k in range(self.num_scales) if subnet.runs(i, k)]
-            if len(active) == self.num_scales:
-                x = block(x, cond_blocks, mask)
-            elif active:
-                # Only the tokens of scales that run this layer pass it; the others keep
-                # their state, and no token attends to them here (the sampler caches nothing
-                # for a layer at a scale it skips).
-                idx = torch.cat([torch.arange(*self.scale_bounds[k], device=x.device) for k in active])
-                h = block(x[:, idx], cond_blocks, mask[..., idx[:, None], idx])
-                x = x.index_copy(1, idx, h)
-        return self.logits(x, cond)
+            if not active:
+                continue
+            # Only the tokens of scales that run this layer pass it; the others keep their
+            # state, and no token attends to them here (the sampler caches nothing for a
+            # layer at a scale it skips).
+            full = len(active) == self.num_scales
+            idx = None if full else torch.cat([torch.arange(*self.scale_bounds[k], device=x.device)
+                                               for k in active])
+            h = x if full else x[:, idx]
+            if self.attention == "per_scale":
+                h = block(h, cond_blocks, scales=[sizes[k] for k in active])
+            elif self.attention == "flex":
+                h = block(h, cond_blocks, self.flex_mask(active, x.device))
+            else:
+                mask = self.attn_bias_for_masking if full else self.attn_bias_for_masking[..., idx[:, None], idx]
+                h = block(h, cond_blocks, mask)
+            x = h if full else x.index_copy(1, idx, h)
+        # The head follows autocast here, as in the reference's training step.
+        return self.head(self.head_nm(x.float(), cond.float()))
