@@ -162,6 +162,31 @@ def test_interrupted_and_resumed_equals_uninterrupted(setup, tmp_path):
         run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg, phases=(1, 1, 2))
 
 
+def test_snapshots_are_the_weights_at_that_epoch(setup, tmp_path):
+    """Figures 2c and 7 sample from snapshots: each equals the final checkpoint of a run that
+    stops after that epoch, for a fixed ratio and for the progressive schedule, and an
+    interrupted run that resumes writes them identically."""
+    for name, epochs in [("fixed_p0.5_d4", (1, 2)), ("progressive_d4", (1, 2))]:
+        snaps = tmp_path / name / "snapshots"
+        run(setup, tmp_path / name, name, phases=(1, 1, 1), snapshot_dir=snaps, snapshot_epochs=epochs)
+        assert sorted(p.name for p in snaps.iterdir()) == ["e1.pth", "e2.pth"]
+        for e, phases in zip(epochs, [(1, 0, 0), (1, 1, 0)]):
+            short = run(setup, tmp_path / f"{name}-{e}", name, phases=phases)
+            assert sha256_file(snaps / f"e{e}.pth") == short["sha256"], (name, e)
+    resumed = tmp_path / "resumed"
+    part = run(setup, resumed, "progressive_d4", snapshot_dir=resumed / "s", snapshot_epochs=[1, 2], stop_after=7)
+    assert not part["finished"] and sorted(p.name for p in (resumed / "s").iterdir()) == ["e1.pth"]
+    run(setup, resumed, "progressive_d4", snapshot_dir=resumed / "s", snapshot_epochs=[1, 2])
+    for e in (1, 2):
+        assert sha256_file(resumed / "s" / f"e{e}.pth") == sha256_file(tmp_path / "progressive_d4" / "snapshots" /
+                                                                      f"e{e}.pth")
+    (resumed / "s" / "e1.pth").unlink()      # the state is past epoch 1: resuming cannot rewrite it
+    with pytest.raises(ValueError, match="e1.pth is missing and .*state.pt is past epoch 1"):
+        run(setup, resumed, "progressive_d4", snapshot_dir=resumed / "s", snapshot_epochs=[1, 2])
+    with pytest.raises(ValueError, match="snapshot epoch 4 is outside 1..3"):
+        run(setup, tmp_path / "bad", "progressive_d4", snapshot_dir=tmp_path / "bad" / "s", snapshot_epochs=[4])
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -364,8 +364,12 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
           resume: bool = True, micro_batch: int | None = None, device: str | None = None,
           stop_after: int | None = None, activation_checkpointing: bool = False,
           flips: str = "coin", deterministic: bool = False, echo=print, stop_flag=None,
-          compiled: bool | None = None) -> dict:
+          compiled: bool | None = None, snapshot_dir=None, snapshot_epochs=()) -> dict:
     """Algorithm 1 (or a baseline) from `init`; returns {"finished", "step", "sha256"}.
+
+    snapshot_dir, snapshot_epochs: also keep the weights after each of these epochs (1-based:
+    after that many epochs) as snapshot_dir/e<epoch>.pth, written atomically in the final
+    checkpoint's layout (Figures 2c and 7 sample from them).
 
     stop_after: leave after that many optimizer steps in total, with the state saved
     (an interrupted job); stop_flag: a callable polled after each step (a signal arrived).
@@ -419,6 +423,12 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
         raise ValueError(f"{tokens}: {per_epoch} samples per epoch, fewer than one global batch of {G}")
     epochs = sum(phases)
     total = epochs * spe
+    bad = [e for e in snapshot_epochs if not 1 <= e <= epochs]
+    if bad:
+        raise ValueError(f"{run}: snapshot epoch {bad[0]} is outside 1..{epochs}")
+    snapshot_path = lambda e: Path(snapshot_dir) / f"e{e}.pth"  # noqa: E731
+    if snapshot_dir is not None:
+        Path(snapshot_dir).mkdir(parents=True, exist_ok=True)   # the rule's output, even with none kept
 
     o = tcfg["optimizer"]
     opt = make_optimizer(model, o["lr"], tuple(o.get("betas", (0.9, 0.95))), o["weight_decay"], info.device)
@@ -445,6 +455,10 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
         set_rng_states(st["rng"])
         rows, step = st["log"], st["step"]
         say(f"resumed {run} at step {step}/{total} (epoch {st['epoch']}) from {state_path}")
+        lost = [e for e in snapshot_epochs if e * spe <= step and not snapshot_path(e).is_file()]
+        if snapshot_dir is not None and lost:
+            raise ValueError(f"{snapshot_path(lost[0])} is missing and {state_path} is past epoch {lost[0]}; "
+                             "rerun with --no-resume to keep it")
     prov = provenance(cfg, seed, info.device)
 
     def write_log(sha=""):
@@ -491,6 +505,9 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
                          "loss_subnet": loss if use else math.nan, "lr": opt.param_groups[0]["lr"],
                          "tokens_per_s": G * L / dt})
             step += 1
+            if snapshot_dir is not None and step % spe == 0 and step // spe in snapshot_epochs and info.main:
+                say(f"snapshot after epoch {step // spe}: {snapshot_path(step // spe)} "
+                    f"sha256 {save_state_dict(model, snapshot_path(step // spe))}")
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", p=f"{p:.2f}", refresh=False)
@@ -671,6 +688,9 @@ def add_parser(sub):
     p.add_argument("--out", required=True, help="final supernet, e.g. artifacts/P/checkpoints/RUN.pth")
     p.add_argument("--log", required=True, help="per-step log parquet")
     p.add_argument("--state-dir", default=None, help="resume state (default: beside the log, state/)")
+    p.add_argument("--snapshot-dir", default=None, help="keep snapshots here, as e<epoch>.pth")
+    p.add_argument("--snapshot-epochs", type=int, nargs="*", default=[],
+                   help="keep the weights after these epochs (1-based), in --snapshot-dir")
     p.add_argument("--epochs-override", type=int, nargs=3, metavar=("E1", "E2", "E3"), default=None,
                    help="phase lengths instead of params train.phases")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
@@ -716,7 +736,8 @@ def _main(args) -> int:
     r = train(cfg, args.run, args.init, args.vae, args.tokens, args.out, args.log, args.state_dir,
               args.epochs_override, args.resume, args.micro_batch, args.device, args.stop_after,
               args.activation_checkpointing, args.flips, args.deterministic,
-              stop_flag=lambda: flag["stop"], compiled=args.compile)
+              stop_flag=lambda: flag["stop"], compiled=args.compile, snapshot_dir=args.snapshot_dir,
+              snapshot_epochs=args.snapshot_epochs)
     if r["finished"] or args.stop_after is not None:
         return 0
     print(f"variant train: interrupted at step {r['step']}; state saved, re-run to resume", file=sys.stderr)
