@@ -43,7 +43,7 @@ def test_unknown_profile_and_missing_imagenet():
 
 
 def test_paper_grid():
-    """The paper profile asks for the paper's whole grid (Tables 1-8, Figure 2a)."""
+    """The paper profile asks for the paper's whole grid (Tables 1-8, Figures 2a and 2c)."""
     P = load_params(profile="paper", overrides={"data.root": "/imagenet/train"})
     runs = dag.runs_and_configs(P)
     assert dag.trained_runs(P) == ["progressive_d2", "progressive_d4", "progressive_d8", "progressive_d16"] + [
@@ -52,4 +52,7 @@ def test_paper_grid():
     assert runs["pretrained"] == sorted(["full", "d16_S1-2-3", "d16_S4-5-6", "d16_S7-8-9-10",
                                          "d2_N6", "d4_N6", "d8_N6", "d16_N6"])
     assert runs["skipall_d16"] == ["d16_N0", "full"]
-    assert sum(map(len, runs.values())) == 50   # configurations sampled with 50,000 images each
+    assert runs["fixed_p0.1_d16@e5"] == ["d16_N6", "full"]   # Figure 2c: the snapshot after epoch 5 of 25
+    assert dag.snapshot_epochs(P, "progressive_d16") == [5, 20] and dag.snapshot_epochs(P, "progressive_d8") == []
+    assert sum(map(len, runs.values())) == 70   # configurations sampled with 50,000 images each (20 for Fig. 2c)
+    assert dag.shard_layout(P) == (5000, 10)    # one sampling job per shard

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from variant import dag
+from variant.checkpoint import save_state_dict
 from variant.cli import main
 from variant.config import load_params, phases_of
 from variant.costmodel import kv_cache_mib
 from variant.paper import check_paper
-from variant.report import (FIGURES, TABLES, Results, build_tables, plot_losses, plot_schedule, report,
-                            var_shape)
+from variant.report import (FIGURES, TABLES, Results, build_tables, evolution, measured_vs_paper, plot_losses,
+                            plot_schedule, ratio_epochs, report, var_shape)
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny profile as these tests assume it, whatever params.yaml says today.
@@ -187,6 +189,51 @@ def test_figures_without_results_still_write_files(tmp_path):
                   pd.DataFrame({"d": [2, 2], "epoch": [0, 4], "p": [0.2, 1.0]}), tmp_path / "schedule.pdf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.pdf", "losses.png", "schedule.pdf",
                                                           "schedule.png"]
+
+
+def test_fig2c_compares_each_ratio_early_and_at_the_end(tiny):
+    points = ratio_epochs(tiny)
+    assert points["epoch"].tolist() == [1, 4] * 3 and points["p"].tolist() == [0.2, 0.2, 0.6, 0.6, 1.0, 1.0]
+    assert points["run"].tolist()[:2] == ["fixed_p0.2_d4@e1", "fixed_p0.2_d4"]
+    assert points["full_fid"].tolist()[:2] == [fake_fid("fixed_p0.2_d4@e1", "full"), fake_fid("fixed_p0.2_d4", "full")]
+    assert points["subnet_fid"].tolist()[1] == fake_fid("fixed_p0.2_d4", "d4_N6")
+    r = Results.from_frames(paper_cfg(), quality_rows(paper_cfg()), profiling_rows(paper_cfg()))
+    measured = measured_vs_paper(r, build_tables(r)).set_index("paper_id")
+    early = [fake_fid(f"fixed_p{p}_d16@e5", "full") for p in ("0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7",
+                                                               "0.8", "0.9", "1")]
+    assert measured.loc["figure2c/epoch5/full_fid_max", "measured"] == f"{max(early):.6g}"
+    assert measured.loc["figure2c/epoch5/full_fid_min", "source"].endswith("@e5/full")
+
+
+def test_fig7_samples_each_phase_end_on_tiny_models(tmp_path):
+    """The report item as its rule runs it: the CLI with three checkpoints of the profile's model."""
+    from variant.models import VAR, VQVAE
+    cfg = load_params(REPO / "params.yaml", "tiny")
+    m, paths = cfg["model"], []
+    for seed in range(3):                      # three "phase ends": different weights
+        torch.manual_seed(seed)
+        var = VAR(depth=m["var"]["depth"], width=m["var"]["width"], num_heads=m["var"]["num_heads"],
+                  num_classes=cfg["data"]["num_classes"], vocab_size=m["vae"]["vocab_size"],
+                  cvae=m["vae"]["z_channels"], patch_nums=tuple(m["patch_nums"]))
+        paths.append(str(tmp_path / f"var{seed}.pth"))
+        save_state_dict(var, paths[-1])
+    save_state_dict(VQVAE(patch_nums=tuple(m["patch_nums"]), **m["vae"]), tmp_path / "vae.pth")
+    args = ["report", "--params", str(REPO / "params.yaml"), "--profile", "tiny", "--only", "fig7_evolution",
+            "--profiling", "--figures-dir", str(tmp_path / "figures"), "--vae", str(tmp_path / "vae.pth")]
+    assert main(args + ["--checkpoints", *paths]) == 0
+    for ext in ("pdf", "png"):
+        assert (tmp_path / "figures" / f"fig7_evolution.{ext}").stat().st_size > 1000
+    r = Results.from_frames(cfg, pd.DataFrame(columns=["run", "config", "profile"]),
+                            pd.DataFrame(columns=["mode", "subnet_depth", "bridge", "batch", "profile"]))
+    r.checkpoints, r.vae = [paths[0], paths[1], paths[0]], str(tmp_path / "vae.pth")
+    cols = evolution(r)
+    f7 = cfg["sample"]["fig7"]
+    assert [c[0].split("\n")[0] for c in cols] == [t for t, _ in dag.fig7_runs(cfg)]
+    assert all(c[2].tolist() == [k for k in f7["classes"] for _ in range(f7["per_class"])] for c in cols)
+    assert (cols[0][1] == cols[2][1]).all() and not (cols[0][1] == cols[1][1]).all()   # same seed, other weights
+    r.checkpoints = paths[:2]
+    with pytest.raises(ValueError, match="Figure 7 needs 3 checkpoints"):
+        evolution(r)
 
 
 # ---- the paper check -----------------------------------------------------------------------------

@@ -159,6 +159,25 @@ def load_models(var_path, vae_path, device="cpu") -> tuple[VAR, VQVAE]:
     return var.to(device).eval(), vae.to(device).eval().requires_grad_(False)
 
 
+def check_profile(var: VAR, vae: VQVAE | None, cfg: dict, var_path, vae_path=None) -> None:
+    """Refuse a VAR (and VQVAE) of another model than params `model`/`data` describe,
+    naming the file and the key: a checkpoint of another profile fails here, not later
+    as a shape error or a wrong number."""
+    m = cfg["model"]
+    want = [("model.patch_nums", var.patch_nums, tuple(m["patch_nums"]), "scales"),
+            ("model.var.depth", var.depth, m["var"]["depth"], "depth")]
+    want += [(f"model.var.{k}", getattr(var, k), m["var"][k], k) for k in ("width", "num_heads") if k in m["var"]]
+    if "data" in cfg:
+        want.append(("data.num_classes", var.num_classes, cfg["data"]["num_classes"], "classes"))
+    for key, got, expected, what in want:
+        if got != expected:
+            raise CheckpointError(f"{var_path}: {what} is {got} but params {key} is {expected} (profile "
+                                  f"{cfg.get('profile', '?')}): a checkpoint of another model")
+    if vae is not None and (vae.vocab_size, vae.Cvae) != (var.vocab_size, var.cvae):
+        raise CheckpointError(f"{vae_path}: vocabulary {vae.vocab_size} x {vae.Cvae} does not fit "
+                              f"{var_path} ({var.vocab_size} x {var.cvae})")
+
+
 def save_state_dict(model_or_sd, path: str | os.PathLike) -> str:
     """Write atomically (a crash never leaves half a file) and return the file's sha256."""
     sd = model_or_sd.state_dict() if isinstance(model_or_sd, torch.nn.Module) else model_or_sd

@@ -17,7 +17,8 @@ COMMANDS = {
     "verify-golden": ["golden"], "cost": ["costmodel"],
     "make-data": ["fetch"], "fetch": ["fetch"], "train-extractor": ["fetch"],
     "tokenize": ["tokenize"], "train": ["train"], "bench": ["profiling", "tokenize", "train"],
-    "sample": ["sample"], "grid": ["sample"], "evaluate": ["evaluate"], "collect": ["evaluate"],
+    "sample": ["sample"], "grid": ["sample"], "reference-stats": ["reference"],
+    "evaluate": ["evaluate"], "collect": ["evaluate"],
     "profile": ["profiling"], "report": ["report"], "dvc-yaml": ["dvcgen"],
 }
 

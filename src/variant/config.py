@@ -99,6 +99,9 @@ def _check_semantics(cfg: dict, where: str):
     for key, n in [("train.bridge", train["bridge"])] + [("sample.bridges", b) for b in sample["bridges"]]:
         if not 0 <= n <= K:
             raise ParamsError(f"{where}.{key}: bridge size {n} is outside 0..{K} for {K} scales")
+    bad = [c for c in sample["fig7"]["classes"] if c >= cfg["data"]["num_classes"]]
+    if bad:
+        raise ParamsError(f"{where}.sample.fig7.classes: class {bad[0]} is outside 0..{cfg['data']['num_classes'] - 1}")
     if cfg["data"]["source"] == "imagefolder" and not cfg["data"].get("root"):
         raise ParamsError(f"{where}.data.root is not set: point it at ImageNet's train split in "
                           "ImageFolder layout, e.g. `--config data_root=/datasets/imagenet/train`")

@@ -6,6 +6,8 @@ so the two can never disagree about which jobs a table needs.
 """
 from __future__ import annotations
 
+from .config import phases_of
+
 
 def depth(P: dict) -> int:
     return P["model"]["var"]["depth"]
@@ -13,6 +15,17 @@ def depth(P: dict) -> int:
 
 def num_scales(P: dict) -> int:
     return len(P["model"]["patch_nums"])
+
+
+SAMPLE_KNOBS = ("per_class", "cfg", "top_k", "top_p", "batch_size", "shard_size", "seed")   # decide the pixels
+
+
+def shard_layout(P: dict) -> tuple[int, int]:
+    """(images per shard, shards) of one configuration: per_class x num_classes images in
+    shards of sample.shard_size (null: one shard). Each shard is one sampling job."""
+    n = P["sample"]["per_class"] * P["data"]["num_classes"]
+    size = min(P["sample"]["shard_size"] or n, n)
+    return size, -(-n // size)
 
 
 def grid_config(P: dict, d: int, n: int) -> str:
@@ -31,12 +44,57 @@ def fixed_ratio_run(p: float, d: int) -> str:
     return f"fixed_p{p:g}_d{d}"
 
 
+def snapshot_run(run: str, epoch: int) -> str:
+    """A trained run's weights after `epoch` epochs (kept by its train job), e.g. fixed_p0.2_d16@e5."""
+    return f"{run}@e{epoch}"
+
+
+def fig7_depth(P: dict) -> int:
+    """Figure 7's subnet: the deepest one (the paper's d = 16)."""
+    return max(P["train"]["subnet_depths"])
+
+
+def snapshot_epochs(P: dict, run: str) -> list[int]:
+    """Epochs (the paper's 1-based count: the weights after that many epochs) at which a
+    trained run also keeps its weights: each fixed ratio at the end of phase 1 (Figure 2c:
+    the paper's epoch 5 of 25), and the Figure 7 progressive run at the end of phases 1
+    and 2 (its final checkpoint ends phase 3). Derived from train.phases."""
+    T = P["train"]
+    fd = T["fixed_ratios"]["depth"]
+    if run in {fixed_ratio_run(p, fd) for p in T["fixed_ratios"]["p"]}:
+        e1, e2, e3 = phases_of(P, fd)
+        epochs = [e1]
+    elif run == f"progressive_d{fig7_depth(P)}":
+        e1, e2, e3 = phases_of(P, fig7_depth(P))
+        epochs = [e1, e1 + e2]
+    else:
+        return []
+    return sorted({e for e in epochs if 0 < e < e1 + e2 + e3})
+
+
+def fig2c_epoch(P: dict) -> int:
+    """Figure 2c's early epoch: the end of phase 1 of the fixed ratios' schedule."""
+    return phases_of(P, P["train"]["fixed_ratios"]["depth"])[0]
+
+
+def fig7_runs(P: dict) -> list[tuple[str, str]]:
+    """Figure 7's columns: (title, run) at the end of each phase of progressive_d{d}; the
+    last is the final checkpoint (a zero-length phase has no column of its own)."""
+    d = fig7_depth(P)
+    run, (e1, e2, e3) = f"progressive_d{d}", phases_of(P, d)
+    kept = snapshot_epochs(P, run)
+    return [(f"Phase {i} end (epoch {e})", snapshot_run(run, e) if i < 3 else run)
+            for i, e in enumerate((e1, e1 + e2, e1 + e2 + e3), 1) if e in kept or i == 3]
+
+
 def table_runs(P: dict) -> dict[str, dict[str, list[str]]]:
     """{table or figure: {run: [configuration, ...]}}: the quality rows each one reads."""
     T, S = P["train"], P["sample"]
     bridge, depths = T["bridge"], T["subnet_depths"]
     fd = T["fixed_ratios"]["depth"]
     progressive_at_bridge = {f"progressive_d{d}": ["full", grid_config(P, d, bridge)] for d in depths}
+    fixed = {fixed_ratio_run(p, fd): ["full", grid_config(P, fd, bridge)] for p in T["fixed_ratios"]["p"]}
+    early = fig2c_epoch(P)
     grid = {f"progressive_d{d}": ["full"] + [grid_config(P, d, n) for n in S["bridges"]] for d in depths}
     tables = {
         "table1": {"pretrained": ["full"] + table1_configs(P)},
@@ -47,9 +105,10 @@ def table_runs(P: dict) -> dict[str, dict[str, list[str]]]:
                   | {f"progressive_d{d}": ["full", grid_config(P, d, bridge)] for d in T["skip_all_depths"] if d in depths},
         "table7": {},
         "table8": grid,   # its full-depth row is the supernet's full network, as in the paper
-        "pareto": {fixed_ratio_run(p, fd): ["full", grid_config(P, fd, bridge)] for p in T["fixed_ratios"]["p"]}
-                  | ({f"progressive_d{fd}": ["full", grid_config(P, fd, bridge)]} if fd in depths else {}),
+        "pareto": fixed | ({f"progressive_d{fd}": ["full", grid_config(P, fd, bridge)]} if fd in depths else {}),
         "fig5": grid,
+        "fig2c_ratios": fixed | {snapshot_run(r, early): cfgs for r, cfgs in fixed.items()
+                                 if early in snapshot_epochs(P, r)},
     }
     # N = K is the full network, so a grid can name `full` twice
     return {t: {run: list(dict.fromkeys(cfgs)) for run, cfgs in runs.items()} for t, runs in tables.items()}
@@ -62,6 +121,7 @@ REPORT_ITEMS = {
     "pareto": ("figure", ()), "fig2b_losses": ("figure", ("logs",)), "fig3a_schedule": ("figure", ("logs",)),
     "fig5_depth": ("figure", ("profiling",)), "fig5_bridge": ("figure", ("profiling",)),
     "fig5_space": ("figure", ("profiling",)),
+    "fig2c_ratios": ("figure", ()), "fig7_evolution": ("figure", ("checkpoints",)),
 }
 
 
@@ -101,5 +161,20 @@ def trained_runs(P: dict) -> list[str]:
 
 
 def checkpoint(P: dict, run: str) -> str:
+    """The VAR weights a run samples from: pretrained, a trained run's final checkpoint, or
+    (run@e<epoch>) the snapshot its train job kept after that epoch."""
     A = f"artifacts/{P['profile']}"
+    if "@e" in run:
+        base, epoch = run.split("@e")
+        return f"{snapshot_dir(P, base)}/e{epoch}.pth"
     return f"{A}/pretrained/var.pth" if run == "pretrained" else f"{A}/checkpoints/{run}.pth"
+
+
+def snapshot_dir(P: dict, run: str) -> str:
+    """Where a trained run's train job keeps its snapshots (e<epoch>.pth; a rule output)."""
+    return f"artifacts/{P['profile']}/snapshots/{run}"
+
+
+def checkpoint_input(P: dict, run: str) -> str:
+    """The file or (for a snapshot) the directory a rule depends on to read checkpoint(run)."""
+    return snapshot_dir(P, run.split("@e")[0]) if "@e" in run else checkpoint(P, run)

@@ -27,7 +27,11 @@ HEADER = """\
 """
 
 TRAIN_KEYS = ["optimizer", "batch_size", "precision", "augment", "seed", "checkpoint_every", "phases", "bridge"]
-SAMPLE_KEYS = ["per_class", "cfg", "top_k", "top_p", "batch_size", "shard_size", "seed"]
+
+
+def stage_name(*parts: str) -> str:
+    """DVC reads `@` in a stage name as a foreach key: a snapshot run@e5 becomes run_e5."""
+    return "_".join(parts).replace("@", "_")
 
 
 def stages(P: dict) -> dict:
@@ -53,17 +57,21 @@ def stages(P: dict) -> dict:
     out["tokens"] = {"cmd": run([f"{A}/tokens/train/index.json"]), "deps": [VAE] + ([f"{A}/data/train"] if tiny else []),
                      "params": [key("data"), key("model", "patch_nums")], "outs": [f"{A}/tokens/train"]}
     for r in dag.trained_runs(P):
-        ckpt, log = dag.checkpoint(P, r), f"{R}/train/{r}.parquet"
+        ckpt, log, snaps = dag.checkpoint(P, r), f"{R}/train/{r}.parquet", dag.snapshot_dir(P, r)
         out[f"train_{r}"] = {"cmd": run([ckpt, log]), "deps": [VAR, VAE, f"{A}/tokens/train"],
                              "params": [key("train", k) for k in TRAIN_KEYS],
-                             "outs": [ckpt, {log: {"cache": False}}]}
-    reference = [f"{A}/data/eval", f"{A}/feature_extractor.pth"] if tiny else [f"{A}/pretrained/{P['fetch']['reference_batch']}"]
+                             "outs": [ckpt, {log: {"cache": False}}, snaps]}
+    reference = [f"{A}/data/eval", f"{A}/feature_extractor.pth"] if tiny else \
+        [P["evaluate"]["reference"] or f"{A}/pretrained/{P['fetch']['reference_batch']}"]
+    stats = f"{A}/reference/stats.npz"
+    out["reference_stats"] = {"cmd": run([stats]), "deps": reference, "params": [key("evaluate")],
+                              "outs": [stats, {stats.replace(".npz", ".json"): {"cache": False}}]}
     for r, cfgs in dag.runs_and_configs(P).items():
         for c in cfgs:
             row = f"{R}/metrics/{r}/{c}.parquet"
-            out[f"metrics_{r}_{c}"] = {
-                "cmd": run([row]), "deps": [dag.checkpoint(P, r), VAE] + reference,
-                "params": [key("sample", k) for k in SAMPLE_KEYS] + [key("evaluate")],
+            out[stage_name("metrics", r, c)] = {
+                "cmd": run([row]), "deps": [dag.checkpoint_input(P, r), VAE, stats],
+                "params": [key("sample", k) for k in dag.SAMPLE_KNOBS] + [key("evaluate")],
                 "outs": [{row: {"cache": False}}]}
     out["profiling"] = {"cmd": run([f"{R}/profiling.parquet"]), "deps": [VAR, VAE],
                         "params": [key("profiling")], "outs": [{f"{R}/profiling.parquet": {"cache": False}}]}
@@ -73,8 +81,11 @@ def stages(P: dict) -> dict:
         deps = [f"{R}/metrics/{r}/{c}.parquet" for r, cfgs in dag.report_runs(P, item).items() for c in cfgs]
         deps += [f"{R}/profiling.parquet"] if "profiling" in extra else []
         deps += [f"{R}/train/{r}.parquet" for r in dag.report_logs(P, item)]
+        if "checkpoints" in extra:   # Figure 7 samples from the phase-end checkpoints
+            deps += list(dict.fromkeys(dag.checkpoint_input(P, r) for _, r in dag.fig7_runs(P))) + [VAE]
         out[item] = {"cmd": run(files), "deps": deps,
-                     "params": [key("train", "phases")] if item == "table7" else [],
+                     "params": [key("train", "phases")] if item == "table7" else
+                     [key("sample", k) for k in (*dag.SAMPLE_KNOBS, "fig7")] if "checkpoints" in extra else [],
                      "outs": [{f: {"cache": False}} for f in files]}
     for stage in out.values():   # drop empty lists so the file reads cleanly
         for k in ("deps", "params"):

@@ -1,5 +1,9 @@
 """The evaluate stage: FID, IS, precision and recall of one configuration's samples,
-written as one parquet row with its provenance; `collect` gathers the rows."""
+written as one parquet row with its provenance; `collect` gathers the rows.
+
+The reference side comes from `variant reference-stats` (computed once, checked here
+against the reference input and the extractor weights); only the samples' features are
+extracted per job."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,12 +15,19 @@ from .checkpoint import sha256_file
 from .config import load_params
 from .metrics import compute_metrics
 from .provenance import provenance, write_parquet
+from .reference import load as load_reference
 from .sample import parse_config
 
 
-def evaluate(params: dict, samples, reference, run: str, config: str, checkpoint,
-             weights=None, device=None) -> pd.DataFrame:
+def evaluate(params: dict, samples, reference_stats, run: str, config: str, checkpoint,
+             weights=None, device=None, reference=None) -> pd.DataFrame:
+    """One metric row. `reference`, when given, is the input the statistics must have been
+    computed from (their recorded sha256 is checked against it)."""
     samples = Path(samples)
+    if not samples.is_file():
+        raise FileNotFoundError(f"samples not found: {samples}")
+    extractor = params["evaluate"]["extractor"]
+    stats = load_reference(reference_stats, extractor, reference, weights)
     with np.load(samples) as f:
         images = f["arr_0"]
         expected = params["sample"]["per_class"] * params["data"]["num_classes"]
@@ -25,8 +36,7 @@ def evaluate(params: dict, samples, reference, run: str, config: str, checkpoint
         if "checkpoint_sha256" in f.files and str(f["checkpoint_sha256"]) != sha256_file(checkpoint):
             raise ValueError(f"{samples} was sampled from another checkpoint than {checkpoint}; resample it")
     device = device or params["device"]
-    m = compute_metrics(images, reference, extractor=params["evaluate"]["extractor"],
-                        weights_path=weights, device=device)
+    m = compute_metrics(images, stats, extractor=extractor, weights_path=weights, device=device)
     D, K = params["model"]["var"]["depth"], len(params["model"]["patch_nums"])
     subnet = parse_config(config, D, K)
     row = {
@@ -56,7 +66,8 @@ def add_parser(sub):
     p.add_argument("--profile")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--samples", required=True, help=".npz from `variant sample`")
-    p.add_argument("--reference", required=True, help="reference images: .npz or a directory of PNGs")
+    p.add_argument("--reference-stats", required=True, help="from `variant reference-stats`")
+    p.add_argument("--reference", help="the reference input the statistics must match (checked by sha256)")
     p.add_argument("--weights", help="feature-extractor weights (tiny profile)")
     p.add_argument("--run", required=True)
     p.add_argument("--config", required=True)
@@ -73,7 +84,8 @@ def add_parser(sub):
 
 def _evaluate_main(a) -> int:
     params = load_params(a.params, a.profile)
-    df = evaluate(params, a.samples, a.reference, a.run, a.config, a.checkpoint, a.weights, a.device)
+    df = evaluate(params, a.samples, a.reference_stats, a.run, a.config, a.checkpoint, a.weights, a.device,
+                  a.reference)
     write_parquet(df, a.out)
     print(df[["run", "config", "fid", "isc_mean", "precision", "recall"]].to_string(index=False))
     return 0

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from .atomic import write_text
 from . import data as vdata
-from .checkpoint import (CheckpointError, build_vae, build_var, read_state_dict,
+from .checkpoint import (CheckpointError, build_vae, build_var, check_profile, read_state_dict,
                          save_state_dict, sha256_file)
 from .config import DEFAULT_PARAMS, ParamsError, load_params
 from .models import VAR, VQVAE
@@ -270,16 +270,8 @@ def fetch_file(url: str, out_dir, name: str, manifest: dict, expected: str | Non
 def check_pair(var_path, vae_path, cfg: dict):
     """Load var.pth/vae.pth strictly and check they fit each other and params `model`."""
     var = build_var(read_state_dict(var_path), str(var_path))
-    want = tuple(cfg["model"]["patch_nums"])
-    if var.patch_nums != want:
-        raise CheckpointError(f"{var_path}: scales {var.patch_nums} differ from params model.patch_nums {want}")
-    if var.depth != cfg["model"]["var"]["depth"]:
-        raise CheckpointError(f"{var_path}: depth {var.depth} differs from params model.var.depth "
-                              f"{cfg['model']['var']['depth']}")
     vae = build_vae(read_state_dict(vae_path), var.patch_nums, str(vae_path))
-    if (vae.vocab_size, vae.Cvae) != (var.vocab_size, var.cvae):
-        raise CheckpointError(f"{vae_path}: vocabulary {vae.vocab_size} x {vae.Cvae} does not fit "
-                              f"{var_path} ({var.vocab_size} x {var.cvae})")
+    check_profile(var, vae, cfg, var_path, vae_path)
     info = {"var_params": sum(p.numel() for p in var.parameters()),
             "vae_params": sum(p.numel() for p in vae.parameters())}
     del var, vae

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,12 @@ import torch.nn.functional as F
 import torch_fidelity
 from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+from torch_fidelity.helpers import get_kwarg
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from .data import find_images, load_images, read_image, to_float
 
@@ -226,6 +232,8 @@ def image_set(source, role: str = "images") -> Dataset:
     """A Dataset of uint8 3xHxW tensors (each with attribute `size` = (H, W)) from a PNG
     directory (recursive), an .npz whose arr_0 is uint8 NHWC (the ADM evaluation format),
     a uint8 NHWC numpy array, or a uint8 NCHW tensor. `role` names the set in errors."""
+    if isinstance(source, (_TensorImages, _PngImages)):
+        return source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
@@ -278,45 +286,97 @@ def _weights_for(extractor, weights_path, verbose):
     return None  # torch-fidelity finds the file in the torch hub cache
 
 
+def _device(device) -> torch.device:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"torch-fidelity runs on cpu or cuda, not {device}")
+    return device
+
+
+def feature_layer(extractor: str, metric: str) -> str:
+    """The extractor's layer torch-fidelity uses for `metric` (fid, prc, isc)."""
+    return FEATURE_EXTRACTORS_REGISTRY[extractor].get_default_feature_layer_for_metric(metric)
+
+
+def extract_features(images: Dataset, layers: list[str], extractor: str = TINY, weights_path=None,
+                     device=None, batch_size: int = 200, verbose: bool = False) -> dict[str, torch.Tensor]:
+    """{layer: N x F features} of an image set, through torch-fidelity's own extractor and
+    data loop (its documented preprocessing: uint8 in, resizing inside the extractor)."""
+    device = _device(device)
+    weights = _weights_for(extractor, weights_path, verbose)
+    cuda = device.type == "cuda"
+    # torch-fidelity moves its extractor with .cuda(), i.e. to the current CUDA device
+    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+        fe = create_feature_extractor(extractor, list(dict.fromkeys(layers)), cuda=cuda, verbose=verbose,
+                                      feature_extractor_weights_path=weights)
+        # no worker processes, as calculate_metrics(save_cpu_ram=True)
+        return get_featuresdict_from_dataset(images, fe, batch_size, cuda, True, verbose)
+
+
+@dataclass
+class ReferenceStats:
+    """What every evaluation needs of the reference set: its features for precision/recall
+    and their mean and covariance for FID (variant.reference caches them on disk)."""
+
+    features: torch.Tensor     # N x F, the extractor's FID/PRC layer
+    mu: np.ndarray
+    sigma: np.ndarray
+    size: tuple[int, int]      # image H, W
+    extractor: str
+
+    @classmethod
+    def compute(cls, reference, extractor: str = TINY, weights_path=None, device=None,
+                batch_size: int = 200, verbose: bool = False) -> "ReferenceStats":
+        ref = image_set(reference, "reference")
+        layer = feature_layer(extractor, "fid")
+        if layer != feature_layer(extractor, "prc"):
+            raise ValueError(f"{extractor}: FID and precision/recall read different layers; cache both")
+        feats = extract_features(ref, [layer], extractor, weights_path, device, batch_size, verbose)[layer]
+        stats = fid_features_to_statistics(feats)
+        return cls(feats, stats["mu"], stats["sigma"], ref.size, extractor)
+
+
 def compute_metrics(generated, reference, extractor: str = TINY, weights_path=None, device=None,
                     prc_neighborhood: int = 3, batch_size: int = 200, isc_splits: int = 10,
                     verbose: bool = False) -> dict:
     """FID, Inception Score and precision/recall of `generated` against `reference`.
 
-    Both are image sets as accepted by image_set(). Precision asks how many generated
-    samples fall in the reference manifold, recall the converse (k = prc_neighborhood).
-    Nothing is cached: the inputs are Datasets, which torch-fidelity never caches by name.
+    `generated` is an image set as accepted by image_set(); `reference` is one too, or its
+    ReferenceStats (computed once by `variant reference-stats`). Precision asks how many
+    generated samples fall in the reference manifold, recall the converse (k =
+    prc_neighborhood). The metrics are torch-fidelity's functions on torch-fidelity's
+    features, so they equal calculate_metrics(isc, fid, prc, save_cpu_ram=True).
     """
-    gen, ref = image_set(generated, "generated"), image_set(reference, "reference")
-    if gen.size != ref.size:
+    gen = image_set(generated, "generated")
+    ref = reference if isinstance(reference, ReferenceStats) else image_set(reference, "reference")
+    if gen.size != tuple(ref.size):
         raise ValueError(f"generated images are {gen.size[0]}x{gen.size[1]} but reference images "
                          f"are {ref.size[0]}x{ref.size[1]}")
-    smallest = min(len(gen), len(ref))
+    n_ref = len(ref.features) if isinstance(ref, ReferenceStats) else len(ref)
+    smallest = min(len(gen), n_ref)
     if smallest <= max(prc_neighborhood, 1) or len(gen) < isc_splits:
-        raise ValueError(f"too few images ({len(gen)} generated, {len(ref)} reference): need more "
+        raise ValueError(f"too few images ({len(gen)} generated, {n_ref} reference): need more "
                          f"than prc_neighborhood={prc_neighborhood} and at least isc_splits={isc_splits}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"torch-fidelity runs on cpu or cuda, not {device}")
-    weights = _weights_for(extractor, weights_path, verbose)
-
-    # torch-fidelity moves its extractor with .cuda(), i.e. to the current CUDA device
-    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with on_device:
-        out = torch_fidelity.calculate_metrics(
-            input1=gen, input2=ref, cuda=device.type == "cuda",
-            isc=True, fid=True, prc=True, isc_splits=isc_splits, prc_neighborhood=prc_neighborhood,
-            feature_extractor=extractor, feature_extractor_weights_path=weights,
-            batch_size=batch_size, cache=False, verbose=verbose,
-            save_cpu_ram=True,  # precision/recall in blocks, not one NxN matrix; no worker processes
-        )
+    _weights_for(extractor, weights_path, verbose)   # a missing file fails before any work
+    if not isinstance(ref, ReferenceStats):
+        ref = ReferenceStats.compute(ref, extractor, weights_path, device, batch_size, verbose)
+    elif ref.extractor != extractor:
+        raise ValueError(f"reference statistics were computed with {ref.extractor}, not {extractor}")
+    fid_layer, isc_layer = feature_layer(extractor, "fid"), feature_layer(extractor, "isc")
+    feats = extract_features(gen, [fid_layer, isc_layer], extractor, weights_path, device, batch_size, verbose)
+    fid = fid_statistics_to_metric(fid_features_to_statistics(feats[fid_layer]),
+                                   {"mu": ref.mu, "sigma": ref.sigma}, verbose)
+    isc = isc_features_to_metric(feats[isc_layer], isc_splits, get_kwarg("samples_shuffle", {}),
+                                 get_kwarg("rng_seed", {}))
+    prc = prc_features_to_metric(feats[fid_layer], ref.features, prc_neighborhood=prc_neighborhood,
+                                 save_cpu_ram=True, verbose=verbose)
     return {
-        "fid": out[torch_fidelity.KEY_METRIC_FID],
-        "isc_mean": out[torch_fidelity.KEY_METRIC_ISC_MEAN],
-        "isc_std": out[torch_fidelity.KEY_METRIC_ISC_STD],
-        "precision": out[torch_fidelity.KEY_METRIC_PRECISION],
-        "recall": out[torch_fidelity.KEY_METRIC_RECALL],
+        "fid": fid[torch_fidelity.KEY_METRIC_FID],
+        "isc_mean": isc[torch_fidelity.KEY_METRIC_ISC_MEAN],
+        "isc_std": isc[torch_fidelity.KEY_METRIC_ISC_STD],
+        "precision": prc[torch_fidelity.KEY_METRIC_PRECISION],
+        "recall": prc[torch_fidelity.KEY_METRIC_RECALL],
         "num_generated": len(gen),
-        "num_reference": len(ref),
+        "num_reference": len(ref.features),
         "extractor": extractor,
     }

@@ -47,7 +47,8 @@ QUALITY_COLUMNS = ["run", "config", "subnet_depth", "bridge", "scales", "fid", "
 PROFILING_COLUMNS = ["gpu", "mode", "depth", "subnet_depth", "bridge", "batch", "memory_cap_gib", "latency_s",
                      "peak_mib", "kv_mib", "params_mib", "images_per_s", "oom", "profile"]
 TABLES = ("table1", "table2", "table3", "table4", "table5", "table7", "table8")
-FIGURES = ("pareto", "fig2b_losses", "fig3a_schedule", "fig5_depth", "fig5_bridge", "fig5_space")
+FIGURES = ("pareto", "fig2b_losses", "fig2c_ratios", "fig3a_schedule", "fig5_depth", "fig5_bridge", "fig5_space",
+           "fig7_evolution")
 NOT_RUN = "not run"
 COPIED = "copied from the paper"
 P_START, P_END = 0.2, 1.0       # Eq. 5: subnet probability in phase 1 and after phase 2
@@ -73,6 +74,8 @@ class Results:
     quality: pd.DataFrame     # indexed by (run, config)
     profiling: pd.DataFrame   # one row per (mode, subnet_depth, bridge, batch): repeats aggregated
     logs: pd.DataFrame
+    checkpoints: list = field(default_factory=list)   # Figure 7: one per dag.fig7_runs column
+    vae: str | None = None
 
     @classmethod
     def from_frames(cls, cfg, quality, profiling, logs=None) -> "Results":
@@ -430,6 +433,37 @@ def pareto_points(r: Results) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ratio_epochs(r: Results) -> pd.DataFrame:
+    """Figure 2c: full-network and subnet FID of each fixed ratio p at the early epoch (the
+    end of phase 1, from the run's snapshot) and at the end of training."""
+    ratios, rows = r.cfg["train"]["fixed_ratios"], []
+    early, last = dag.fig2c_epoch(r.cfg), sum(phases_of(r.cfg, ratios["depth"]))
+    for p in ratios["p"]:
+        run = dag.fixed_ratio_run(p, ratios["depth"])
+        for epoch, source in ((early, dag.snapshot_run(run, early)), (last, run)):
+            full, subnet = r.q(source, "full"), r.grid(source, ratios["depth"], r.bridge)
+            rows.append(dict(p=p, epoch=epoch, run=source, full_fid=_get(full, "fid"),
+                             subnet_fid=_get(subnet, "fid"), full_row=full, subnet_row=subnet))
+    return pd.DataFrame(rows, columns=["p", "epoch", "run", "full_fid", "subnet_fid", "full_row", "subnet_row"])
+
+
+def evolution(r: Results) -> list[tuple]:
+    """Figure 7: (title, images, labels) per phase end: the Figure 7 subnet at the training
+    bridge, sample.fig7 classes, the same seed in every column so only the weights differ."""
+    from .sample import fixed_samples
+    runs = dag.fig7_runs(r.cfg)
+    if not r.checkpoints:
+        return []
+    if len(r.checkpoints) != len(runs):
+        raise ValueError(f"Figure 7 needs {len(runs)} checkpoints ({', '.join(run for _, run in runs)}), "
+                         f"got {len(r.checkpoints)}")
+    if r.vae is None:
+        raise ValueError("Figure 7 samples images: pass --vae")
+    config, f7 = dag.grid_config(r.cfg, dag.fig7_depth(r.cfg), r.bridge), r.cfg["sample"]["fig7"]
+    return [(f"{title}\n{config}", *fixed_samples(r.cfg, ckpt, r.vae, config, f7["classes"], f7["per_class"]))
+            for (title, _), ckpt in zip(runs, r.checkpoints)]
+
+
 def loss_curves(r: Results) -> pd.DataFrame:
     """Figure 2b: per-epoch mean loss of the full network and the subnet at the extreme ratios."""
     ratios = r.cfg["train"]["fixed_ratios"]
@@ -478,15 +512,16 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINES = ["-", "--", "-.", ":"]
 
 
-def _figure(ncols=1, width=4.2):
+def _figure(ncols=1, width=4.2, nrows=None, height=3.2):
+    """A row of `ncols` axes; with `nrows`, a grid of them (rows of axes)."""
     # Plotting libraries load here, not at import: `variant` imports every stage module.
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, 3.2), squeeze=False)
-    return fig, list(axes[0])
+    fig, axes = plt.subplots(nrows or 1, ncols, figsize=(width * ncols, height * (nrows or 1)), squeeze=False)
+    return fig, ([list(row) for row in axes] if nrows else list(axes[0]))
 
 
 def _save(fig, path) -> list[Path]:
@@ -528,17 +563,50 @@ def plot_pareto(points: pd.DataFrame, path) -> list[Path]:
     return _save(fig, path)
 
 
-def plot_losses(curves: pd.DataFrame, path) -> list[Path]:
+def _full_and_subnet(series: Callable, xlabel: str, ylabel: str, what: str, path) -> list[Path]:
+    """Two panels, full network and subnet; series(network) gives their lines as (label, x, y)."""
     fig, axes = _figure(ncols=2)
     for ax, network in zip(axes, ("full", "subnet")):
-        part = curves[curves["network"] == network]
-        for i, (p, c) in enumerate(part.groupby("p")):
-            ax.plot(c["epoch"], c["loss"], label=f"p={p:g}", color=f"{0.1 + 0.4 * (i % 2)}", **_style(i))
-        if part.empty:
-            _no_data(ax, f"{network}-network steps")
-        else:
+        lines = series(network)
+        for i, (label, x, y) in enumerate(lines):
+            ax.plot(x, y, label=label, color=f"{0.1 + 0.4 * (i % 2)}", **_style(i))
+        if lines:
             ax.legend()
-        ax.set(xlabel="epoch", ylabel="training loss", title=f"{network} network" if network == "full" else network)
+        else:
+            _no_data(ax, f"{network}-network {what}")
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{network} network" if network == "full" else network)
+    return _save(fig, path)
+
+
+def plot_losses(curves: pd.DataFrame, path) -> list[Path]:
+    return _full_and_subnet(lambda net: [(f"p={p:g}", c["epoch"], c["loss"]) for p, c in
+                                         curves[curves["network"] == net].groupby("p")],
+                            "epoch", "training loss", "steps", path)
+
+
+def plot_ratio_epochs(points: pd.DataFrame, path) -> list[Path]:
+    """Figure 2c: FID vs p, full network and subnet, one line per epoch (early, last)."""
+    return _full_and_subnet(lambda net: [(f"epoch {e}", line["p"], line[f"{net}_fid"]) for e, line in
+                                         points.dropna(subset=[f"{net}_fid"]).groupby("epoch")],
+                            "subnet ratio p", "FID", "FIDs", path)
+
+
+def plot_evolution(columns: list, path) -> list[Path]:
+    """Figure 7: one column per phase end, one row per (class, image)."""
+    if not columns:
+        fig, (ax,) = _figure()
+        _no_data(ax, "the phase-end checkpoints")
+        ax.axis("off")
+        return _save(fig, path)
+    n = len(columns[0][1])
+    fig, grid = _figure(ncols=len(columns), nrows=n, width=1.6, height=1.6)
+    for j, (title, images, labels) in enumerate(columns):
+        grid[0][j].set_title(title, fontsize=8)
+        for i, ax in enumerate(row[j] for row in grid):
+            ax.imshow(images[i], interpolation="nearest")
+            ax.set(xticks=[], yticks=[])
+            if j == 0:
+                ax.set_ylabel(f"class {labels[i]}", fontsize=8)
     return _save(fig, path)
 
 
@@ -607,11 +675,13 @@ def plot_space(points: pd.DataFrame, path) -> list[Path]:
 FIGURE_MAKERS = {
     "pareto": lambda r, path: plot_pareto(pareto_points(r), path),
     "fig2b_losses": lambda r, path: plot_losses(loss_curves(r), path),
+    "fig2c_ratios": lambda r, path: plot_ratio_epochs(ratio_epochs(r), path),
     "fig3a_schedule": lambda r, path: plot_schedule(*schedule(r), path),
     "fig5_depth": lambda r, path: plot_depth(
         (g := config_grid(r))[(g["N"] == r.bridge) | (g["d"] == r.D)], path),
     "fig5_bridge": lambda r, path: plot_bridge((g := config_grid(r))[g["d"] == max(r.depths)], path),
     "fig5_space": lambda r, path: plot_space(config_grid(r), path),
+    "fig7_evolution": lambda r, path: plot_evolution(evolution(r), path),
 }
 
 
@@ -707,6 +777,13 @@ def measured_vs_paper(r: Results, tables: dict[str, Table]) -> pd.DataFrame:
         for what in ("full", "subnet"):
             measured.append(dict(paper_id=f"figure2a/{pt['label']}/{what}_fid", value=pt[f"{what}_fid"],
                                  source=pt[f"{what}_row"]))
+    ratios = ratio_epochs(r)   # Figure 2c: the range of full-network FIDs at the early epoch
+    early = ratios[ratios["epoch"] == dag.fig2c_epoch(r.cfg)].dropna(subset=["full_fid"])
+    for what, pick in (("min", "idxmin"), ("max", "idxmax")):
+        at = getattr(early["full_fid"], pick)() if not early.empty else None
+        measured.append(dict(paper_id=f"figure2c/epoch5/full_fid_{what}",
+                             value=None if at is None else early.loc[at, "full_fid"],
+                             source=None if at is None else early.loc[at, "full_row"]))
     for m in measured:
         if m["paper_id"] not in numbers.index:
             continue
@@ -884,6 +961,9 @@ def add_parser(sub):
     p.add_argument("--metrics", nargs="*", default=[], help="per-configuration metric rows, instead of --quality")
     p.add_argument("--profiling", nargs="*", default=None, help="default results/P/profiling.parquet")
     p.add_argument("--training-logs", nargs="*", default=[], help="results/P/train/{run}.parquet files")
+    p.add_argument("--checkpoints", nargs="*", default=[],
+                   help="Figure 7: the VAR checkpoints at each phase end, in variant.dag.fig7_runs order")
+    p.add_argument("--vae", help="Figure 7: the VQVAE")
     p.add_argument("--tables-dir", help="default results/P/tables")
     p.add_argument("--figures-dir", default="figures")
     p.add_argument("--report-dir", help="default results/P")
@@ -911,6 +991,7 @@ def _main(args) -> int:
     else:
         profiling = pd.DataFrame(columns=PROFILING_COLUMNS)
     r = Results.from_frames(cfg, quality, profiling, pd.concat(logs, ignore_index=True) if logs else None)
+    r.checkpoints, r.vae = args.checkpoints, args.vae
     if args.efficiency_mode not in set(r.profiling.get("mode", [])) | {"reference"}:
         raise ValueError(f"--efficiency-mode {args.efficiency_mode!r}: no profiling rows in that mode")
     sections = report(r, args.tables_dir or results / "tables", args.figures_dir, args.report_dir or results,

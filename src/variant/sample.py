@@ -2,13 +2,17 @@
 
 Images are generated in shards of `shard_size`, class-major. Each shard has its own
 generator seeded from (seed, shard index), so any shard regenerates byte-identically on
-the same software and device, shards can run as separate jobs, and a restarted job skips
-the shards already on disk. Images are stored as 8-bit RGB (what a PNG holds) in the ADM
-evaluation format: an .npz with `arr_0` (N, H, W, 3) uint8, plus `labels`.
+the same software and device. With several shards, each is its own job (`--shards i`)
+and a cheap `--pack` job checks and packs them; with one, a single job does both. A
+restarted job skips the shards already on disk that carry its key (checkpoint sha256,
+configuration, sampling knobs) and regenerates stale ones. Images are stored as 8-bit
+RGB (what a PNG holds) in the ADM evaluation format: an .npz with `arr_0` (N, H, W, 3)
+uint8, plus `labels`.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -18,8 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import dag
 from .atomic import atomic_path
-from .checkpoint import load_models, sha256_file
+from .checkpoint import check_profile, load_models, sha256_file
 from .config import load_params
 from .sampler import LeanSampler, generate
 from .supernet import Subnet
@@ -59,15 +64,29 @@ def save_npz(path: Path, **arrays):
         np.savez(tmp, **arrays)
 
 
-def load_shard(path: Path, expected: int) -> dict:
+def shard_key(params: dict, config: str, checkpoint_sha256: str) -> str:
+    """What a shard's pixels depend on: the checkpoint, the configuration and every
+    sampling knob. A shard left by another checkpoint or knob is stale, never reused."""
+    knobs = {"config": config, "checkpoint_sha256": checkpoint_sha256,
+             "sample": {k: params["sample"][k] for k in dag.SAMPLE_KNOBS},
+             "num_classes": params["data"]["num_classes"]}
+    return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_shard(path: Path, expected: int, key: str | None = None) -> dict:
+    """A finished shard, checked: readable, `expected` images, and (when given) made with
+    `key`. Every failure names the file."""
     try:
         with np.load(path) as f:
             shard = {k: f[k] for k in f.files}
     except Exception as e:
         raise ValueError(f"{path}: corrupt sample shard ({e}); delete it to regenerate") from e
-    if shard["arr_0"].shape[0] != expected:
-        raise ValueError(f"{path}: holds {shard['arr_0'].shape[0]} images, expected {expected}; "
-                         "delete it to regenerate")
+    if "arr_0" not in shard or shard["arr_0"].shape[0] != expected:
+        got = shard["arr_0"].shape[0] if "arr_0" in shard else "no"
+        raise ValueError(f"{path}: holds {got} images, expected {expected}; delete it to regenerate")
+    if key is not None and str(shard.get("key", "")) != key:
+        raise ValueError(f"{path}: made with another checkpoint, configuration or sampling knobs "
+                         f"(key {str(shard.get('key', ''))!r}, expected {key!r}); delete it to regenerate")
     return shard
 
 
@@ -90,41 +109,64 @@ def sample_shard(sampler, subnet, labels: np.ndarray, seed: int, cfg: dict, devi
     return np.concatenate(out)
 
 
+def shard_path(out, shard: int) -> Path:
+    """samples/{run}/{config}.npz -> samples/{run}/{config}/shard-00003.npz"""
+    return Path(out).with_suffix("") / f"shard-{shard:05d}.npz"
+
+
 def run_sample(params: dict, var_path, vae_path, config: str, out: str | os.PathLike,
                shards: list[int] | None = None, device: str | None = None) -> Path:
-    """Generate the shards (all, or the listed ones) of one configuration, then, once every
-    shard exists, pack them into `out`."""
+    """Generate the listed shards of one configuration (a SLURM job each), or, with
+    shards=None, every missing shard and then pack them all into `out`."""
     device = device or params["device"]
     cfg = params["sample"]
     out = Path(out)
-    shard_dir = out.with_suffix("")          # samples/{run}/{config}/shard-00000.npz
     var, vae = load_models(var_path, vae_path, device)
+    check_profile(var, vae, params, var_path, vae_path)
     sampler = make_sampler(var, vae, device)
     subnet = parse_config(config, var.depth, var.num_scales)
-    labels = class_labels(var.num_classes if params["data"]["num_classes"] is None
-                          else params["data"]["num_classes"], cfg["per_class"])
-    n_shards = -(-len(labels) // cfg["shard_size"])
-    todo = range(n_shards) if shards is None else shards
+    labels, size, n_shards = class_labels(params["data"]["num_classes"], cfg["per_class"]), *dag.shard_layout(params)
+    bad = [s for s in shards or [] if not 0 <= s < n_shards]
+    if bad:
+        raise ValueError(f"shard {bad[0]} does not exist: the profile has {n_shards} shard(s) of {size} "
+                         "(params sample.per_class x data.num_classes / sample.shard_size)")
+    key = shard_key(params, config, sha256_file(var_path))
     t0 = time.time()
-    for s in tqdm(todo, desc=f"sample {config}", unit="shard", disable=None):
-        path = shard_dir / f"shard-{s:05d}.npz"
-        lab = labels[s * cfg["shard_size"]:(s + 1) * cfg["shard_size"]]
+    for s in tqdm(range(n_shards) if shards is None else shards, desc=f"sample {config}", unit="shard",
+                  disable=None):
+        path = shard_path(out, s)
+        lab = labels[s * size:(s + 1) * size]
         if path.exists():
-            load_shard(path, len(lab))        # finished earlier: check it, don't redo it
-            continue
+            try:
+                load_shard(path, len(lab), key)   # finished earlier: check it, don't redo it
+                continue
+            except ValueError as e:
+                print(f"regenerating: {e}")
         images = sample_shard(sampler, subnet, lab, shard_seed(cfg["seed"], s), cfg, device)
-        save_npz(path, arr_0=images, labels=lab)
-    missing = [s for s in range(n_shards) if not (shard_dir / f"shard-{s:05d}.npz").exists()]
-    if missing:
-        print(f"{len(missing)} of {n_shards} shards still to do; not packing {out}")
+        save_npz(path, arr_0=images, labels=lab, key=np.array(key))
+    if shards is not None:
+        print(f"shard(s) {shards} of {config} in {time.time() - t0:.1f}s")
         return out
-    parts = [load_shard(shard_dir / f"shard-{s:05d}.npz",
-                        len(labels[s * cfg["shard_size"]:(s + 1) * cfg["shard_size"]])) for s in range(n_shards)]
+    pack(params, var_path, config, out, key)
+    print(f"{out}: {len(labels)} images of {config} in {time.time() - t0:.1f}s")
+    return out
+
+
+def pack(params: dict, var_path, config: str, out, key: str | None = None) -> Path:
+    """Check every shard (count, key) and write the ADM-format .npz; cheap, no model."""
+    out = Path(out)
+    labels, size, n_shards = class_labels(params["data"]["num_classes"], params["sample"]["per_class"]), \
+        *dag.shard_layout(params)
+    key = key or shard_key(params, config, sha256_file(var_path))
+    missing = [str(shard_path(out, s)) for s in range(n_shards) if not shard_path(out, s).exists()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {n_shards} shard(s) missing, e.g. {missing[0]}: "
+                                f"run `variant sample --shards` for them")
+    parts = [load_shard(shard_path(out, s), len(labels[s * size:(s + 1) * size]), key) for s in range(n_shards)]
     save_npz(out, arr_0=np.concatenate([p["arr_0"] for p in parts]),
              labels=np.concatenate([p["labels"] for p in parts]),
              checkpoint_sha256=np.array(sha256_file(var_path)), config=np.array(config),
-             seed=np.array(cfg["seed"]))
-    print(f"{out}: {len(labels)} images of {config} in {time.time() - t0:.1f}s")
+             seed=np.array(params["sample"]["seed"]))
     return out
 
 
@@ -133,14 +175,39 @@ def add_parser(sub):
     p.add_argument("--profile")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--var", required=True, help="VAR checkpoint (reference key layout)")
-    p.add_argument("--vae", required=True, help="VQVAE checkpoint")
+    p.add_argument("--vae", help="VQVAE checkpoint (not needed with --pack)")
     p.add_argument("--config", required=True, help="full | d<d>_N<N> | d<d>_S<k>-<k>...")
     p.add_argument("--out", required=True, help="the packed .npz")
-    p.add_argument("--shards", type=int, nargs="*", help="only these shard indices (for job arrays)")
+    p.add_argument("--shards", type=int, nargs="+", help="only generate these shards (one job each); no packing")
+    p.add_argument("--pack", action="store_true", help="only check the shards and pack them into --out")
     p.add_argument("--device")
-    p.set_defaults(func=lambda a: run_sample(load_params(a.params, a.profile), a.var, a.vae, a.config,
-                                             a.out, a.shards, a.device) and 0)
+    p.set_defaults(func=_sample_main)
     add_grid_parser(sub)
+
+
+def fixed_samples(params: dict, var_path, vae_path, config: str, classes: list[int], per_class: int,
+                  device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A few images of the given classes (Figure 7), seeded as shard 0: the same seed for
+    every checkpoint, so images of two checkpoints differ only by the weights."""
+    device = device or params["device"]
+    var, vae = load_models(var_path, vae_path, device)
+    check_profile(var, vae, params, var_path, vae_path)
+    labels = np.repeat(np.asarray(classes), per_class)
+    images = sample_shard(make_sampler(var, vae, device), parse_config(config, var.depth, var.num_scales),
+                          labels, shard_seed(params["sample"]["seed"], 0), params["sample"], device)
+    return images, labels
+
+
+def _sample_main(a) -> int:
+    params = load_params(a.params, a.profile)
+    if a.pack:
+        pack(params, a.var, a.config, a.out)
+        print(f"{a.out}: packed {dag.shard_layout(params)[1]} shard(s)")
+    elif not a.vae:
+        raise ValueError("--vae is required to sample (only --pack does without)")
+    else:
+        run_sample(params, a.var, a.vae, a.config, a.out, a.shards, a.device)
+    return 0
 
 
 def sample_grid(npz_files: list[str], titles: list[str], out_stem: str | os.PathLike, per_row: int = 8):

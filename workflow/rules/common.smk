@@ -29,6 +29,15 @@ def checkpoint(run):
     return dag.checkpoint(P, run)
 
 
+def checkpoint_input(run):
+    """What a rule depends on to read checkpoint(run): for a snapshot (run@e<epoch>) the
+    train job's snapshot directory."""
+    return dag.checkpoint_input(P, run)
+
+
+REFERENCE_STATS = f"{A}/reference/stats.npz"
+
+
 def resources(rule_name):
     """sbatch resources of a rule from params.yaml (default, overlaid by the rule's entry),
     in the SLURM plugin's names (gpu -> --gpus)."""
@@ -42,6 +51,7 @@ def resources(rule_name):
 
 
 wildcard_constraints:
-    run=r"pretrained|progressive_d\d+|fixed_p[0-9.]+_d\d+|skipall_d\d+",
+    run=r"pretrained|(progressive_d\d+|fixed_p[0-9.]+_d\d+)(@e\d+)?|skipall_d\d+",   # @e: a snapshot
+    shard=r"\d{5}",
     config=r"full|d\d+_N\d+|d\d+_S[0-9-]+",
     split=r"train|eval",

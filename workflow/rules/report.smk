@@ -13,19 +13,29 @@ def report_outputs(item):
     return [f"figures/{item}.{ext}" for ext in ("pdf", "png")]
 
 
+def report_checkpoints(item):
+    """Figure 7 samples from checkpoints: the progressive run at each phase end."""
+    return [checkpoint(run) for _, run in dag.fig7_runs(P)] if item == "fig7_evolution" else []
+
+
 for _item, (_kind, _extra) in dag.REPORT_ITEMS.items():
+    _ckpts = report_checkpoints(_item)
     rule:
         name: f"report_{_item}"
         input:
             metrics=metric_rows(dag.report_runs(P, _item)),
             profiling=[f"{R}/profiling.parquet"] if "profiling" in _extra else [],
             logs=[f"{R}/train/{run}.parquet" for run in dag.report_logs(P, _item)],
+            ckpts=list(dict.fromkeys(checkpoint_input(run) for _, run in dag.fig7_runs(P))) if _ckpts else [],
+            vae=[VAE] if _ckpts else [],
         output: report_outputs(_item)
-        params: item=_item, knobs=knobs("train", "sample")
+        params: item=_item, knobs=knobs("train", "sample"),
+                ckpts=f"--checkpoints {' '.join(_ckpts)} --vae {VAE}" if _ckpts else ""
         log: f"{LOGS}/report/{_item}.log"
-        localrule: True
+        localrule: not _ckpts   # Figure 7 samples images: a job with the sample resources
+        resources: **resources("sample" if _ckpts else "default")
         shell: "{PY} report {PROFILE_ARG} --only {params.item} --metrics {input.metrics} "
-               "--profiling {input.profiling} --training-logs {input.logs} "
+               "--profiling {input.profiling} --training-logs {input.logs} {params.ckpts} "
                "--tables-dir {R}/tables --figures-dir figures --report-dir {R} > {log} 2>&1"
 
 

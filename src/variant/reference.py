@@ -1,0 +1,131 @@
+"""The reference stage: the evaluation set's features and FID statistics, computed once.
+
+    variant reference-stats --reference artifacts/P/data/eval --weights FE.pth --out artifacts/P/reference/stats.npz
+
+Every evaluate job compares its samples with the same reference set (ImageNet 256's
+reference batch in the paper profile, the generated eval split in tiny), so its features
+are extracted once, through torch-fidelity's extractor and its documented preprocessing,
+and cached: `stats.npz` holds the FID/PRC-layer features (precision and recall need them,
+not only the statistics), their mean and covariance, and `meta`, a JSON record of what
+they were computed from: sha256 of the reference input and of the extractor weights. The
+same record is written beside it as `stats.json` for people and for git.
+
+`load()` refuses a cache that does not match the reference, weights or extractor the
+caller names; Snakemake recomputes it when the reference input or the weights change.
+A reference batch .npz that carries its own `mu`/`sigma` (the ADM format) is read through
+its `arr_0` images; the FID between its statistics and ours is recorded, as a check.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import atomic_path, write_text
+from .checkpoint import sha256_file
+from .config import load_params
+from .metrics import ReferenceStats, fid_statistics_to_metric, inception_weights_location
+
+FORMAT = 1
+
+
+def input_sha256(path) -> str:
+    """sha256 of a file, or of a directory's image files (relative path and content, in
+    find_images order), so a renamed or edited image changes it."""
+    from .data import find_images
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    if not path.exists():
+        raise FileNotFoundError(f"reference not found: {path}")
+    h = hashlib.sha256()
+    for f in find_images(path):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + bytes.fromhex(sha256_file(f)))
+    return h.hexdigest()
+
+
+def weights_file(extractor: str, weights) -> Path:
+    """The extractor's weights file: the given one, else torch-fidelity's Inception in the hub cache."""
+    return Path(weights) if weights is not None else inception_weights_location()
+
+
+def _batch_stats_fid(reference: Path, stats: ReferenceStats) -> float | None:
+    """FID between a reference batch's own mu/sigma (if it has them, of our dimension) and ours."""
+    if reference.suffix != ".npz":
+        return None
+    with np.load(reference) as f:
+        if not {"mu", "sigma"} <= set(f.files) or f["mu"].shape != stats.mu.shape:
+            return None
+        theirs = {"mu": f["mu"].astype(stats.mu.dtype), "sigma": f["sigma"].astype(stats.sigma.dtype)}
+    return fid_statistics_to_metric(theirs, {"mu": stats.mu, "sigma": stats.sigma}, False)["frechet_inception_distance"]
+
+
+def build(params: dict, reference, out, weights=None, device=None) -> dict:
+    """Compute the reference statistics and write them (and the record) atomically."""
+    import torch_fidelity
+    extractor = params["evaluate"]["extractor"]
+    reference, out = Path(reference), Path(out)
+    t0 = time.time()
+    ref_sha = input_sha256(reference)
+    stats = ReferenceStats.compute(reference, extractor, weights, device or params["device"])
+    meta = {"format": FORMAT, "extractor": extractor, "reference": str(reference), "reference_sha256": ref_sha,
+            "weights_sha256": sha256_file(weights_file(extractor, weights)),
+            "num_images": len(stats.features), "image_size": list(stats.size),
+            "feature_dim": int(stats.features.shape[1]), "torch_fidelity": torch_fidelity.__version__,
+            "fid_vs_batch_statistics": _batch_stats_fid(reference, stats),
+            "seconds": round(time.time() - t0, 2)}
+    with atomic_path(out, suffix=".tmp.npz") as tmp:
+        np.savez(tmp, features=stats.features.numpy(), mu=stats.mu, sigma=stats.sigma,
+                 meta=np.array(json.dumps(meta)))
+    write_text(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def load(path, extractor: str, reference=None, weights=None) -> ReferenceStats:
+    """The cached statistics, after checking they were computed with `extractor`, from
+    `reference` (when given) and with these weights; anything else is refused, naming both."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference statistics not found: {path} (make them with "
+                                "`variant reference-stats`, or `snakemake` the file)")
+    try:
+        with np.load(path) as f:
+            meta = json.loads(str(f["meta"]))
+            features, mu, sigma = f["features"], f["mu"], f["sigma"]
+    except Exception as e:
+        raise ValueError(f"{path}: not a reference-statistics file ({type(e).__name__}: {e}); "
+                         "delete it and run `variant reference-stats`") from e
+    rerun = "; rerun `variant reference-stats` (Snakemake does when its inputs change)"
+    if meta.get("format") != FORMAT or meta["extractor"] != extractor:
+        raise ValueError(f"{path}: computed with extractor {meta['extractor']!r} (format {meta.get('format')}), "
+                         f"params evaluate.extractor is {extractor!r}{rerun}")
+    wsha = sha256_file(weights_file(extractor, weights))
+    if meta["weights_sha256"] != wsha:
+        raise ValueError(f"{path}: computed with extractor weights sha256 {meta['weights_sha256'][:12]}..., "
+                         f"but {weights_file(extractor, weights)} is {wsha[:12]}...{rerun}")
+    if reference is not None and meta["reference_sha256"] != (rsha := input_sha256(reference)):
+        raise ValueError(f"{path}: computed from reference sha256 {meta['reference_sha256'][:12]}... "
+                         f"({meta['reference']}), but {reference} is {rsha[:12]}...{rerun}")
+    return ReferenceStats(torch.from_numpy(features), mu, sigma, tuple(meta["image_size"]), extractor)
+
+
+def add_parser(sub):
+    p = sub.add_parser("reference-stats", help="features and FID statistics of the evaluation set, once")
+    p.add_argument("--profile")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--reference", required=True, help="reference images: .npz (arr_0) or a directory of PNGs")
+    p.add_argument("--weights", help="feature-extractor weights (tiny profile)")
+    p.add_argument("--out", required=True, help="stats .npz (a .json record is written beside it)")
+    p.add_argument("--device")
+    p.set_defaults(func=_main)
+
+
+def _main(a) -> int:
+    meta = build(load_params(a.params, a.profile), a.reference, a.out, a.weights, a.device)
+    print(f"{a.out}: {meta['num_images']} reference images, {meta['feature_dim']}-d {meta['extractor']} "
+          f"features, reference sha256 {meta['reference_sha256'][:12]}..., {meta['seconds']} s")
+    return 0
