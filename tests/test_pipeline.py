@@ -1,4 +1,6 @@
 """The tiny profile end to end, as a newcomer runs it: `snakemake -c2 all` on a CPU."""
+import os
+
 import pandas as pd
 import pytest
 
@@ -57,8 +59,8 @@ def test_tables_have_the_papers_structure(tiny):
 
 
 def test_figures_and_report_are_written(tiny):
-    for f in ("pareto", "fig2b_losses", "fig3a_schedule", "fig5_depth", "fig5_bridge", "fig5_space",
-              "fig4_samples", "fig6_samples"):
+    for f in ("pareto", "fig2b_losses", "fig2c_ratios", "fig3a_schedule", "fig5_depth", "fig5_bridge", "fig5_space",
+              "fig4_samples", "fig6_samples", "fig7_evolution"):
         for ext in ("pdf", "png"):
             assert (tiny / f"figures/{f}.{ext}").stat().st_size > 1000, f
     check = (tiny / "results/tiny/paper_check.md").read_text()
@@ -70,6 +72,20 @@ def test_second_run_has_nothing_to_do(tiny):
     assert "Nothing to be done" in out
 
 
+def test_reference_statistics_follow_their_input(tiny):
+    """Computed once; an edited reference set reruns them and the evaluations, nothing upstream."""
+    ref = tiny / "artifacts/tiny/data/eval"
+    st = ref.stat()
+    os.utime(ref, (st.st_atime, st.st_mtime + 3600))
+    try:
+        counts = job_counts(run(["snakemake", "-c2", "-n", "all"], tiny).stdout)
+    finally:
+        os.utime(ref, (st.st_atime, st.st_mtime))
+    n_rows = sum(map(len, dag.runs_and_configs(P).values()))
+    assert counts["reference_stats"] == 1 and counts["evaluate"] == n_rows
+    assert not {"sample", "train", "fetch"} & set(counts)
+
+
 def test_one_figure_runs_only_its_jobs(tmp_path):
     """On a clean tree, figures/pareto.pdf needs the fixed-ratio trainings and the
     progressive d4 one (Figure 2a's star), their samples and scores: nothing else."""
@@ -78,4 +94,4 @@ def test_one_figure_runs_only_its_jobs(tmp_path):
     runs = dag.report_runs(P, "pareto")
     n_rows = sum(len(c) for c in runs.values())
     assert counts == {"make_data": 2, "fetch": 1, "train_extractor": 1, "tokenize": 1, "train": len(runs),
-                      "sample": n_rows, "evaluate": n_rows, "report_pareto": 1}
+                      "sample": n_rows, "reference_stats": 1, "evaluate": n_rows, "report_pareto": 1}

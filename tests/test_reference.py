@@ -97,3 +97,16 @@ def test_a_corrupt_reference_png_is_named(ref, tmp_path):
     with pytest.raises(ValueError, match=f"cannot read image {png}"):
         reference.build(ref["P"], bad, tmp_path / "stats.npz", ref["root"] / "fe.pth", device="cpu")
     assert not (tmp_path / "stats.npz").exists()
+
+
+def test_a_reference_batch_npz_is_read_and_its_own_statistics_compared(ref, tmp_path):
+    """The paper's reference is the ADM batch (.npz: arr_0 images, plus its own mu/sigma):
+    features come from its images; the FID to its statistics is recorded as a check."""
+    images, _ = load_images(ref["root"] / "eval")
+    own = reference.load(ref["stats"], "variant-tiny", weights=ref["root"] / "fe.pth")
+    batch = tmp_path / "VIRTUAL_ref.npz"
+    np.savez(batch, arr_0=images.permute(0, 2, 3, 1).numpy(), mu=own.mu, sigma=own.sigma)
+    meta = reference.build(ref["P"], batch, tmp_path / "stats.npz", ref["root"] / "fe.pth", device="cpu")
+    assert meta["reference_sha256"] == sha256_file(batch) and abs(meta["fid_vs_batch_statistics"]) < 1e-6
+    with pytest.raises(FileNotFoundError, match="reference not found: .*absent.npz"):
+        reference.build(ref["P"], tmp_path / "absent.npz", tmp_path / "s.npz", ref["root"] / "fe.pth")

@@ -28,7 +28,7 @@ import torch
 from .atomic import atomic_path, write_text
 from .checkpoint import sha256_file
 from .config import load_params
-from .metrics import ReferenceStats, fid_statistics_to_metric, inception_weights_location
+from .metrics import INCEPTION, ReferenceStats, fid_statistics_to_metric, inception_weights_location
 
 FORMAT = 1
 
@@ -50,7 +50,12 @@ def input_sha256(path) -> str:
 
 def weights_file(extractor: str, weights) -> Path:
     """The extractor's weights file: the given one, else torch-fidelity's Inception in the hub cache."""
-    return Path(weights) if weights is not None else inception_weights_location()
+    if weights is None and extractor != INCEPTION:
+        raise ValueError(f"extractor {extractor} needs its weights file (--weights)")
+    path = Path(weights) if weights is not None else inception_weights_location()
+    if not path.is_file():
+        raise FileNotFoundError(f"extractor weights not found: {path}")
+    return path
 
 
 def _batch_stats_fid(reference: Path, stats: ReferenceStats) -> float | None:
