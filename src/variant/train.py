@@ -68,6 +68,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import sys
 import time
@@ -80,6 +81,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .atomic import atomic_path
 from .supernet import Subnet
 from .tokenize import (TokenDataset, _bench_parsers, atomic_torch_save, progress, seed_of,
                        split_scales)
@@ -368,8 +370,10 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
     """Algorithm 1 (or a baseline) from `init`; returns {"finished", "step", "sha256"}.
 
     snapshot_dir, snapshot_epochs: also keep the weights after each of these epochs (1-based:
-    after that many epochs) as snapshot_dir/e<epoch>.pth, written atomically in the final
-    checkpoint's layout (Figures 2c and 7 sample from them).
+    after that many epochs) as snapshot_dir/e<epoch>.pth, in the final checkpoint's layout
+    (Figures 2c and 7 sample from them). They are written atomically beside the resume state
+    and published to snapshot_dir with the final checkpoint: Snakemake empties an output
+    directory before it reruns an interrupted job.
 
     stop_after: leave after that many optimizer steps in total, with the state saved
     (an interrupted job); stop_flag: a callable polled after each step (a signal arrived).
@@ -426,7 +430,6 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
     bad = [e for e in snapshot_epochs if not 1 <= e <= epochs]
     if bad:
         raise ValueError(f"{run}: snapshot epoch {bad[0]} is outside 1..{epochs}")
-    snapshot_path = lambda e: Path(snapshot_dir) / f"e{e}.pth"  # noqa: E731
     if snapshot_dir is not None:
         Path(snapshot_dir).mkdir(parents=True, exist_ok=True)   # the rule's output, even with none kept
 
@@ -439,6 +442,7 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
 
     log = Path(log)
     state_path = Path(state_dir or log.parent / "state") / "state.pt"
+    snapshot_path = lambda e: state_path.parent / "snapshots" / f"e{e}.pth"  # noqa: E731
     ident = {"run": run, "config_hash": cfg["config_hash"], "global_batch": G, "phases": list(phases),
              "steps_per_epoch": spe, "flips": flips, "tokens_count": len(ds),
              "init_sha256": sha256_file(init), "vae_sha256": vae_sha}
@@ -525,6 +529,9 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
         if step % int(tcfg["checkpoint_every"]):
             save_state()
         if info.main:
+            for e in snapshot_epochs if snapshot_dir is not None else ():
+                with atomic_path(Path(snapshot_dir) / f"e{e}.pth") as tmp:
+                    shutil.copyfile(snapshot_path(e), tmp)
             sha = save_state_dict(model, out)
             write_log(sha)
             say(f"{out}: sha256 {sha}")
