@@ -41,6 +41,8 @@ def test_profiling_and_training_logs(tiny):
         log = pd.read_parquet(tiny / f"results/tiny/train/{r}.parquet")
         assert {"step", "epoch", "subnet_prob", "used_subnet", "loss", "loss_full", "loss_subnet"} <= set(log.columns)
         assert log["loss"].notna().all() and len(log) > 0
+        per_epoch = log.groupby("epoch")["loss"].mean()   # the short tiny training still learns
+        assert per_epoch.iloc[-1] < per_epoch.iloc[0], (r, per_epoch.round(3).tolist())
 
 
 def test_tables_have_the_papers_structure(tiny):
