@@ -210,6 +210,9 @@ def init_distributed(device: str = "cpu") -> DistInfo:
         owns = True
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
+    if world > 1:   # one line per process, so a job's log shows that every rank started
+        print(f"rank {rank}/{world} (local {local}) on {os.uname().nodename}: "
+              f"{dist.get_backend()} process group, device {dev}", flush=True)
     return DistInfo(rank, world, local, dev, owns)
 
 

@@ -7,11 +7,21 @@
 #   slurm-cluster.sh status   show daemons, node and queue
 #
 # State, logs and pid files live in $VARIANT_SLURM_DIR (default below);
-# the config goes to /etc/slurm/slurm.conf because every SLURM client reads it there.
+# the config goes to /etc/slurm/{slurm,gres}.conf because every SLURM client reads it
+# there (`stop` removes them again: clients that find a slurm.conf whose controller is
+# gone wait ~10 s per call, and Snakemake's SLURM plugin calls scontrol at every start).
+#
+# The node advertises $SLURM_TEST_GPUS (default 2) GPU slots with no GPU behind them
+# (GRES gpu whose File is a null device in $DIR): a rule asking for gpu=N is scheduled
+# and launched exactly as on a GPU node (sbatch/srun --gpus=N, then torchrun with N
+# processes), and the processes, finding no CUDA, train on the CPU through gloo.
 set -euo pipefail
 
 DIR=${VARIANT_SLURM_DIR:-/var/lib/variant-slurm}
 CONF=/etc/slurm/slurm.conf
+GRES_CONF=/etc/slurm/gres.conf
+MARK="# Written by slurm-cluster.sh"
+GPUS=${SLURM_TEST_GPUS:-2}
 PARTITION=debug
 START_TIMEOUT=${SLURM_START_TIMEOUT:-60}   # seconds to wait for the node to be idle
 
@@ -80,10 +90,19 @@ write_conf() {
     # keep 10% (at least 512 MB) for the OS, the daemons and Snakemake itself
     headroom=$(( mem_mb / 10 > 512 ? mem_mb / 10 : 512 ))
     mem_mb=$(( mem_mb - headroom ))
-    say "writing $CONF: node $host, $cpus CPUs, ${mem_mb} MB"
+    say "writing $CONF: node $host, $cpus CPUs, ${mem_mb} MB, $GPUS GPU slots (no devices)"
     mkdir -p "$(dirname "$CONF")" "$DIR/ctld" "$DIR/d"
+    # slurmd counts a GPU per File; a character device keeps it from complaining
+    local i
+    for (( i = 0; i < GPUS; i++ )); do
+        [[ -e $DIR/gpu$i ]] || mknod -m 666 "$DIR/gpu$i" c 1 3 2>/dev/null || touch "$DIR/gpu$i"
+    done
+    cat >"$GRES_CONF" <<EOF
+$MARK: GPU slots, no GPUs (see the script's header).
+NodeName=$host Name=gpu File=$DIR/gpu[0-$(( GPUS - 1 ))]
+EOF
     cat >"$CONF" <<EOF
-# Written by slurm-cluster.sh: a one-node test cluster, no accounting.
+$MARK: a one-node test cluster, no accounting.
 ClusterName=variant-test
 # 127.0.0.1 so nothing depends on the host name resolving
 SlurmctldHost=$host(127.0.0.1)
@@ -99,8 +118,10 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
-# finished jobs stay in squeue for 10 min: Snakemake's SLURM plugin polls squeue
-MinJobAge=600
+# finished jobs stay in squeue for an hour: Snakemake's SLURM plugin polls squeue,
+# and a test can list every job of a whole pipeline run
+MinJobAge=3600
+GresTypes=gpu
 # a node that was down comes back by itself after a restart
 ReturnToService=2
 StateSaveLocation=$DIR/ctld
@@ -109,7 +130,7 @@ SlurmctldPidFile=$DIR/slurmctld.pid
 SlurmdPidFile=$DIR/slurmd.pid
 SlurmctldLogFile=$DIR/slurmctld.log
 SlurmdLogFile=$DIR/slurmd.log
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
 }
@@ -135,10 +156,16 @@ cmd_start() {
         say "starting slurmd"; slurmd 9>&-
     fi
     say "waiting for the node to be idle (up to ${START_TIMEOUT}s)"
-    local state=""
+    local state="" resumed=0
     while (( SECONDS - t0 < START_TIMEOUT )); do
         state=$(node_state)
         [[ $state == idle ]] && { say "ready in $(( SECONDS - t0 ))s: partition $PARTITION"; return; }
+        # a drain/down reason saved by an earlier start (other config) outlives the fix
+        if [[ $state == drain* || $state == down* ]] && (( ! resumed )); then
+            say "node $state from an earlier start ($(sinfo -h -N -o %E | head -n1)); resuming it"
+            scontrol update NodeName="$(hostname -s)" State=RESUME || true
+            resumed=1
+        fi
         sleep 1
     done
     log_tails
@@ -161,6 +188,10 @@ cmd_stop() {
             kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
         fi
         rm -f "$DIR/$name.pid"
+    done
+    # our config files only (a site's own slurm.conf stays)
+    for f in "$CONF" "$GRES_CONF"; do
+        if [[ -f $f ]] && head -n1 "$f" | grep -q "^$MARK"; then rm -f "$f"; fi
     done
     say "stopped"
 }
