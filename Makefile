@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[pipeline,test]'
 	touch $(STAMP)
 
+# Every job calls `variant`: the environment's bin/ goes first on PATH, activated or not.
 pipeline: $(STAMP)
-	DVC_NO_ANALYTICS=1 $(BIN)/snakemake -c$(CORES) all
+	PATH="$(abspath $(BIN)):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/snakemake -c$(CORES) all
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15
