@@ -35,7 +35,7 @@ def test_unknown_key_is_named(tmp_path):
 
 
 def test_unknown_profile_and_missing_imagenet():
-    with pytest.raises(ParamsError, match="profile 'huge' is not defined under `profiles` \\(known: tiny, paper\\)"):
+    with pytest.raises(ParamsError, match="profile 'huge' is not defined under `profiles` \\(known: tiny, small, paper\\)"):
         load_params(profile="huge")
     with pytest.raises(ParamsError, match="profiles.paper.data.root is not set"):
         load_params(profile="paper")
@@ -56,3 +56,23 @@ def test_paper_grid():
     assert dag.snapshot_epochs(P, "progressive_d16") == [5, 20] and dag.snapshot_epochs(P, "progressive_d8") == []
     assert sum(map(len, runs.values())) == 70   # configurations sampled with 50,000 images each (20 for Fig. 2c)
     assert dag.shard_layout(P) == (5000, 10)    # one sampling job per shard
+
+
+def test_small_profile_is_the_papers_protocol_scaled_down():
+    """The small profile (GPU reproduction of the paper's claims) at the sizes it promises:
+    >= 50,000 images of >= 10 classes at >= 32 px, a VAR of depth >= 12, two supernet
+    depths, >= 10,000 samples a configuration with bootstrap intervals, and every
+    configuration Table 1, Figure 2a and Table 8 read."""
+    P = load_params(profile="small")
+    d, S = P["data"], P["sample"]
+    assert d["source"] == "synthetic" and d["num_classes"] >= 10 and d["image_size"] >= 32
+    assert d["num_classes"] * d["train_per_class"] >= 50_000
+    assert P["model"]["var"]["depth"] >= 12 and len(P["train"]["subnet_depths"]) == 2
+    assert S["per_class"] * d["num_classes"] >= 10_000 and P["evaluate"]["bootstrap"] >= 100
+    runs = dag.runs_and_configs(P)
+    assert set(dag.table1_configs(P)) < set(runs["pretrained"])
+    fd = P["train"]["fixed_ratios"]["depth"]
+    for p in P["train"]["fixed_ratios"]["p"]:
+        assert {"full", dag.grid_config(P, fd, P["train"]["bridge"])} <= set(runs[dag.fixed_ratio_run(p, fd)])
+    for depth in P["train"]["subnet_depths"]:
+        assert {dag.grid_config(P, depth, n) for n in S["bridges"]} <= set(runs[f"progressive_d{depth}"]) | {"full"}

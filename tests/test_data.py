@@ -115,3 +115,13 @@ def test_loader_errors(tmp_path):
     (tmp_path / "a" / "1.png").write_bytes(whole[: len(whole) // 2])  # truncated
     with pytest.raises(ValueError, match=r"cannot read image .*1\.png"):
         load_images(tmp_path)
+
+
+def test_one_process_a_class_writes_what_one_process_writes(tmp_path, monkeypatch):
+    """Large sets render a class per process; files and digest equal a serial run's."""
+    parallel = make_synthetic_dataset(tmp_path / "parallel", per_class=200, image_size=8, seed=3)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)   # one CPU: serial
+    serial = make_synthetic_dataset(tmp_path / "serial", per_class=200, image_size=8, seed=3)
+    assert parallel == serial
+    for a, b in zip(find_images(tmp_path / "parallel"), find_images(tmp_path / "serial"), strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name

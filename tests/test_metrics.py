@@ -125,3 +125,35 @@ def test_inception_weights_errors(tiny, tmp_path, monkeypatch):
     assert metrics.inception_weights_location() == expected
     with pytest.raises(FileNotFoundError, match=f"place it at {expected}"):
         compute_metrics(real, real, extractor=metrics.INCEPTION, device="cpu")
+
+
+def test_fid_interval_brackets_fid_and_narrows_with_more_samples():
+    """Gaussian features N(0.5, I) against the reference N(0, I) in 16 dimensions: FID is
+    16 * 0.25 = 4 plus the finite-sample bias; a 95% bootstrap interval brackets the point
+    estimate, repeats for a seed, and halves in width for 4x the samples (1/sqrt(n))."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    from variant.metrics import fid_interval
+    F = 16
+    mu, sigma = np.zeros(F), np.eye(F)
+    gen = torch.Generator().manual_seed(0)
+    widths = []
+    for n in (2000, 8000):
+        feats = (0.5 + torch.randn(n, F, generator=gen, dtype=torch.float64))
+        fid = fid_statistics_to_metric(fid_features_to_statistics(feats), {"mu": mu, "sigma": sigma},
+                                       False)["frechet_inception_distance"]
+        lo, hi = fid_interval(feats, mu, sigma, resamples=200, seed=1)
+        assert lo < fid < hi and 3.5 < fid < 4.6, (lo, fid, hi)
+        assert (lo, hi) == fid_interval(feats, mu, sigma, resamples=200, seed=1)
+        widths.append(hi - lo)
+    assert 0.35 < widths[1] / widths[0] < 0.7, widths
+    with pytest.raises(ValueError, match="at least 2 resamples"):
+        fid_interval(feats, mu, sigma, resamples=1)
+
+
+def test_metrics_carry_a_bootstrap_interval_when_asked(tiny):
+    held = tiny["root"] / "heldout"
+    m = score(held, tiny["root"] / "train", tiny, bootstrap=30, seed=0)
+    assert m["bootstrap"] == 30 and m["fid_ci_low"] < m["fid"] < m["fid_ci_high"], m
+    plain = score(held, tiny["root"] / "train", tiny)
+    assert plain["fid"] == m["fid"] and np.isnan(plain["fid_ci_low"]) and plain["bootstrap"] == 0

@@ -19,7 +19,7 @@ COMMANDS = {
     "tokenize": ["tokenize"], "train": ["train"], "bench": ["profiling", "tokenize", "train"],
     "sample": ["sample"], "grid": ["sample"], "reference-stats": ["reference"],
     "evaluate": ["evaluate"], "collect": ["evaluate"],
-    "profile": ["profiling"], "report": ["report"], "dvc-yaml": ["dvcgen"],
+    "profile": ["profiling"], "report": ["report"], "findings": ["findings"], "dvc-yaml": ["dvcgen"],
 }
 
 

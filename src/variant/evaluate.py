@@ -36,14 +36,16 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
         if "checkpoint_sha256" in f.files and str(f["checkpoint_sha256"]) != sha256_file(checkpoint):
             raise ValueError(f"{samples} was sampled from another checkpoint than {checkpoint}; resample it")
     device = device or params["device"]
-    m = compute_metrics(images, stats, extractor=extractor, weights_path=weights, device=device)
+    m = compute_metrics(images, stats, extractor=extractor, weights_path=weights, device=device,
+                        bootstrap=int(params["evaluate"].get("bootstrap") or 0), seed=params["sample"]["seed"])
     D, K = params["model"]["var"]["depth"], len(params["model"]["patch_nums"])
     subnet = parse_config(config, D, K)
     row = {
         "run": run, "config": config, "subnet_depth": subnet.subnet_depth,
         "bridge": subnet.bridge if subnet.subnet_scales is None else -1,
         "scales": "-".join(str(k + 1) for k in range(K) if subnet.in_subnet(k)) if not subnet.is_full else "",
-        "fid": m["fid"], "isc_mean": m["isc_mean"], "isc_std": m["isc_std"],
+        "fid": m["fid"], "fid_ci_low": m["fid_ci_low"], "fid_ci_high": m["fid_ci_high"],
+        "bootstrap": m["bootstrap"], "isc_mean": m["isc_mean"], "isc_std": m["isc_std"],
         "precision": m["precision"], "recall": m["recall"], "num_samples": m["num_generated"],
         "extractor": m["extractor"],
         **provenance(params, params["sample"]["seed"], device, sha256_file(checkpoint)),

@@ -34,6 +34,7 @@ ValueError) or FileNotFoundError with one line naming the file or key.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import http.client
 import json
@@ -328,7 +329,14 @@ def _device(cfg) -> torch.device:
     dev = torch.device(cfg.get("device", "cpu"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise FetchError(f"params: device is {cfg['device']!r} but no CUDA device is available")
+    if dev.type == "cuda":   # TF32 convolutions and matmuls: ample for pre-training, ~3x faster
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     return dev
+
+
+def _autocast(dev: torch.device):
+    """bf16 autocast on a GPU (the VAR trains as in the train stage); exact fp32 on a CPU."""
+    return torch.autocast("cuda", torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
 
 
 def _lr_at(step: int, steps: int, lr: float) -> float:
@@ -484,8 +492,9 @@ def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, seed
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, lr)
             idx = torch.randint(len(gt), (bs,), generator=gen).to(dev)
-            logits = var(labels[idx], var_in[idx])
-            loss = F.cross_entropy(logits.reshape(-1, var.vocab_size), gt[idx].reshape(-1))
+            with _autocast(dev):
+                logits = var(labels[idx], var_in[idx])
+            loss = F.cross_entropy(logits.float().reshape(-1, var.vocab_size), gt[idx].reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(var.parameters(), 1.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -336,16 +337,38 @@ class ReferenceStats:
         return cls(feats, stats["mu"], stats["sigma"], ref.size, extractor)
 
 
+def fid_interval(features: torch.Tensor, mu: np.ndarray, sigma: np.ndarray, resamples: int,
+                 seed: int = 0, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of FID, FID +- z bootstrap standard errors: the generated features
+    resampled with replacement, the reference statistics held fixed (they are the target).
+    Not the resamples' percentiles: repeated samples inflate FID, so those sit above FID
+    (far above for few samples in many dimensions), while their spread is still the
+    estimate's spread."""
+    if resamples < 2:
+        raise ValueError(f"a bootstrap interval needs at least 2 resamples, got {resamples}")
+    rng = np.random.default_rng(seed)
+    ref = {"mu": mu, "sigma": sigma}
+
+    def fid_of(f):
+        return fid_statistics_to_metric(fid_features_to_statistics(f), ref, False)[torch_fidelity.KEY_METRIC_FID]
+
+    n = len(features)
+    se = float(np.std([fid_of(features[rng.integers(0, n, n)]) for _ in range(resamples)], ddof=1))
+    fid = fid_of(features)
+    return fid - z * se, fid + z * se
+
+
 def compute_metrics(generated, reference, extractor: str = TINY, weights_path=None, device=None,
                     prc_neighborhood: int = 3, batch_size: int = 200, isc_splits: int = 10,
-                    verbose: bool = False) -> dict:
+                    bootstrap: int = 0, seed: int = 0, verbose: bool = False) -> dict:
     """FID, Inception Score and precision/recall of `generated` against `reference`.
 
     `generated` is an image set as accepted by image_set(); `reference` is one too, or its
     ReferenceStats (computed once by `variant reference-stats`). Precision asks how many
     generated samples fall in the reference manifold, recall the converse (k =
     prc_neighborhood). The metrics are torch-fidelity's functions on torch-fidelity's
-    features, so they equal calculate_metrics(isc, fid, prc, save_cpu_ram=True).
+    features, so they equal calculate_metrics(isc, fid, prc, save_cpu_ram=True). With
+    `bootstrap` resamples, fid_ci_low/high bound FID (95%, fid_interval); else NaN.
     """
     gen = image_set(generated, "generated")
     ref = reference if isinstance(reference, ReferenceStats) else image_set(reference, "reference")
@@ -370,8 +393,10 @@ def compute_metrics(generated, reference, extractor: str = TINY, weights_path=No
                                  get_kwarg("rng_seed", {}))
     prc = prc_features_to_metric(feats[fid_layer], ref.features, prc_neighborhood=prc_neighborhood,
                                  save_cpu_ram=True, verbose=verbose)
+    lo, hi = fid_interval(feats[fid_layer], ref.mu, ref.sigma, bootstrap, seed) if bootstrap else (math.nan, math.nan)
     return {
         "fid": fid[torch_fidelity.KEY_METRIC_FID],
+        "fid_ci_low": lo, "fid_ci_high": hi, "bootstrap": bootstrap,
         "isc_mean": isc[torch_fidelity.KEY_METRIC_ISC_MEAN],
         "isc_std": isc[torch_fidelity.KEY_METRIC_ISC_STD],
         "precision": prc[torch_fidelity.KEY_METRIC_PRECISION],

@@ -13,7 +13,10 @@ from .atomic import write_parquet  # noqa: F401  (results are written with prove
 
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """HEAD of the checkout the code runs from, with `-dirty` if it has local changes."""
+    """HEAD of the checkout the code runs from, with `-dirty` if it has local changes;
+    VARIANT_GIT_COMMIT where the code runs from a copy without .git (a GPU node given files)."""
+    if os.environ.get("VARIANT_GIT_COMMIT"):
+        return os.environ["VARIANT_GIT_COMMIT"]
     root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,

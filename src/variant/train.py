@@ -380,7 +380,7 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
 
     stop_after: leave after that many optimizer steps in total, with the state saved
     (an interrupted job); stop_flag: a callable polled after each step (a signal arrived).
-    compiled: torch.compile the blocks; None means on CUDA only.
+    compiled: torch.compile the blocks; None means params train.compile, else on CUDA only.
     """
     from .checkpoint import build_vae, build_var, read_state_dict, save_state_dict, sha256_file
     from .config import phases_of
@@ -415,6 +415,8 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
     model = model.to(info.device).train()
     if activation_checkpointing:
         enable_activation_checkpointing(model)
+    if compiled is None:   # params train.compile; unset or null: on CUDA
+        compiled = tcfg.get("compile")
     if compiled if compiled is not None else info.device.type == "cuda":
         compile_blocks(model)
     subnet = Subnet(model.depth, spec.subnet_depth, spec.bridge(cfg), model.num_scales)

@@ -14,7 +14,7 @@ rule tokenize:
 def launcher(wildcards, resources):
     """One process per GPU through torchrun on a multi-GPU node; plain otherwise."""
     n = int(getattr(resources, "gpu", 0) or 0)
-    return f"torchrun --standalone --nproc-per-node={n} $(command -v {PY})" if n > 1 else PY
+    return f"torchrun --standalone --nproc-per-node={n} -- $(command -v {PY})" if n > 1 else PY
 
 
 def snapshot_epochs(wildcards):
