@@ -388,7 +388,7 @@ def codebook_usage(vae: VQVAE, x: torch.Tensor, batch_size: int = 200) -> dict:
     """Share of the codebook used on `x` (all scales, and at the last scale), perplexity."""
     vae.eval()
     V = vae.vocab_size
-    counts, last = torch.zeros(V), torch.zeros(V)
+    counts, last = torch.zeros(V, device=x.device), torch.zeros(V, device=x.device)
     for xb in x.split(batch_size):
         toks = vae.img_to_tokens(xb)
         for t in toks:
