@@ -16,8 +16,8 @@ from variant.cli import main
 from variant.config import load_params, phases_of
 from variant.costmodel import kv_cache_mib
 from variant.paper import check_paper
-from variant.report import (FIGURES, TABLES, Results, build_tables, evolution, measured_vs_paper, plot_losses,
-                            plot_schedule, ratio_epochs, report, var_shape)
+from variant.report import (FIGURES, TABLES, Results, _interval, build_tables, evolution, measured_vs_paper,
+                            pareto_points, plot_losses, plot_schedule, ratio_epochs, report, var_shape)
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny profile as these tests assume it, whatever params.yaml says today.
@@ -189,6 +189,15 @@ def test_figures_without_results_still_write_files(tmp_path):
                   pd.DataFrame({"d": [2, 2], "epoch": [0, 4], "p": [0.2, 1.0]}), tmp_path / "schedule.pdf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.pdf", "losses.png", "schedule.pdf",
                                                           "schedule.png"]
+
+
+def test_pareto_draws_the_bootstrap_intervals_when_the_rows_have_them(tiny):
+    points = pareto_points(tiny)
+    assert _interval(points, "full") is None   # the tiny rows carry no intervals: no error bars
+    points = pd.DataFrame({"full_fid": [1.0, 2.0], "full_fid_low": [0.8, 1.5], "full_fid_high": [1.3, 2.1]})
+    below, above = _interval(points, "full")
+    assert below.tolist() == pytest.approx([0.2, 0.5]) and above.tolist() == pytest.approx([0.3, 0.1])
+    assert _interval(points.assign(full_fid_low=[0.8, None]), "full") is None
 
 
 def test_fig2c_compares_each_ratio_early_and_at_the_end(tiny):

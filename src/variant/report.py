@@ -429,7 +429,9 @@ def pareto_points(r: Results) -> pd.DataFrame:
     for label, p, run, kind in [*runs, ("progressive", math.nan, f"progressive_d{d}", "progressive")]:
         full, subnet = r.q(run, "full"), r.grid(run, d, r.bridge)
         rows.append(dict(label=label, p=p, run=run, kind=kind, full_fid=_get(full, "fid"),
-                         subnet_fid=_get(subnet, "fid"), full_row=full, subnet_row=subnet))
+                         subnet_fid=_get(subnet, "fid"), full_row=full, subnet_row=subnet,
+                         **{f"{net}_fid_{end}": _get(row, f"fid_ci_{end}")   # bootstrap interval, if any
+                            for net, row in (("full", full), ("subnet", subnet)) for end in ("low", "high")}))
     return pd.DataFrame(rows)
 
 
@@ -546,6 +548,15 @@ def _style(i: int) -> dict:
     return dict(marker=MARKERS[i % len(MARKERS)], linestyle=LINES[i % len(LINES)])
 
 
+def _interval(points: pd.DataFrame, net: str):
+    """(below, above) distances of the {net} FID interval from the FID, for errorbar; None without one."""
+    low, high = points.get(f"{net}_fid_low"), points.get(f"{net}_fid_high")
+    if points.empty or low is None or high is None or low.isna().any() or high.isna().any():
+        return None
+    fid = points[f"{net}_fid"].astype(float)
+    return [(fid - low.astype(float)).to_numpy(), (high.astype(float) - fid).to_numpy()]
+
+
 def plot_pareto(points: pd.DataFrame, path) -> list[Path]:
     fig, (ax,) = _figure()
     fixed = points[(points["kind"] == "fixed")].dropna(subset=["full_fid", "subnet_fid"])
@@ -557,6 +568,11 @@ def plot_pareto(points: pd.DataFrame, path) -> list[Path]:
         ax.annotate(pt["label"], (pt["full_fid"], pt["subnet_fid"]), textcoords="offset points", xytext=(4, 4))
     ax.plot(star["full_fid"], star["subnet_fid"], color="black", marker="*", markersize=14, linestyle="none",
             label="progressive")
+    for part, color in ((fixed, "0.35"), (star, "black")):   # FID intervals where evaluate bootstrapped
+        err = {axis: _interval(part, net) for axis, net in (("xerr", "full"), ("yerr", "subnet"))}
+        if all(e is not None for e in err.values()):
+            ax.errorbar(part["full_fid"], part["subnet_fid"], **err, fmt="none", ecolor=color, elinewidth=0.8,
+                        capsize=2)
     ax.set(xlabel="full-network FID", ylabel="subnet FID", title="Fixed ratios vs progressive")
     ax.margins(0.15)
     ax.legend()
