@@ -517,7 +517,7 @@ def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log) -> dict:
     images, labels = vdata.load_images(data_dir, cfg["data"]["image_size"])
     x = vdata.to_float(images)
     seed = int(cfg["fetch"].get("seed", cfg["data"]["seed"]))
-    log(f"fetch (tiny): pre-training on {len(x)} images of {data_dir}")
+    log(f"fetch ({cfg.get('profile')}): pre-training on {len(x)} images of {data_dir}")
     vae, vae_info = train_vqvae(cfg, x, seed, log)
     cb = vae_info["codebook"]
     log(f"  vqvae: rec loss {vae_info['rec_loss_first']:.4f} -> {vae_info['rec_loss_final']:.4f}, "
@@ -535,7 +535,7 @@ def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log) -> dict:
         manifest["data_sha256"] = json.loads(data_manifest.read_text()).get("sha256")
     manifest["loaded"] = check_pair(out_dir / "var.pth", out_dir / "vae.pth", cfg)
     write_manifest(out_dir, manifest)
-    log(f"fetch (tiny): wrote {out_dir / 'vae.pth'}, {out_dir / 'var.pth'}, {out_dir / MANIFEST}")
+    log(f"fetch ({cfg.get('profile')}): wrote {out_dir / 'vae.pth'}, {out_dir / 'var.pth'}, {out_dir / MANIFEST}")
     return manifest
 
 # -----------------------------------------------------------------------------
