@@ -211,8 +211,11 @@ def init_distributed(device: str = "cpu") -> DistInfo:
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     if world > 1:   # one line per process, so a job's log shows that every rank started
-        print(f"rank {rank}/{world} (local {local}) on {os.uname().nodename}: "
-              f"{dist.get_backend()} process group, device {dev}", flush=True)
+        # one write with its newline: the ranks share the log, and print's separate write of
+        # the newline (unbuffered output) let two ranks' lines run together
+        sys.stdout.write(f"rank {rank}/{world} (local {local}) on {os.uname().nodename}: "
+                         f"{dist.get_backend()} process group, device {dev}\n")
+        sys.stdout.flush()
     return DistInfo(rank, world, local, dev, owns)
 
 
