@@ -214,8 +214,10 @@ def test_cuda_fused_kernels_and_split_attention(monkeypatch):
     for dtype in (torch.bfloat16, torch.float32):
         q, k, v = (torch.randn(4, 6, n, 64, device="cuda", dtype=dtype) for n in (37, 101, 101))
         ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=2.0)
-        out = attend_split(q, k[:, :, :64], v[:, :, :64], k[:, :, 64:], v[:, :, 64:], 2.0)
-        assert (out.float() - ref.float()).abs().max() < (2e-2 if dtype == torch.bfloat16 else 1e-5)
+        for fused in (False, True):
+            out = attend_split(q, k[:, :, :64], v[:, :, :64], k[:, :, 64:], v[:, :, 64:], 2.0, fused)
+            assert out.shape == ref.shape
+            assert (out.float() - ref.float()).abs().max() < (2e-2 if dtype == torch.bfloat16 else 1e-5)
     labels = torch.tensor([0, 1, 2, 3], device="cuda")
     for d, n in [(None, None), (2, 2), (3, 4)]:
         var, vae = small_var().cuda(), small_vae().cuda()
