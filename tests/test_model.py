@@ -147,24 +147,14 @@ def test_vqvae_roundtrip_shapes():
     assert rec.shape == img.shape and rec.min() >= -1 and rec.max() <= 1
 
 
-def test_fast_paths_equal_the_reference_arithmetic():
-    """The training fast paths compute the reference's values: the bicubic step of the
-    teacher-forcing input as a matmul, and L2 normalisation as x * rsqrt(sum x^2), whose
-    gradient must equal F.normalize's too (also for a zero vector, where both are 0)."""
-    from variant.models.var import l2_normalize
+
+def test_teacher_forcing_bicubic_as_a_matmul():
+    """Training builds its input with the bicubic step as a matmul: the reference's values."""
     vae = small_vae()
     H = vae.patch_nums[-1]
     g = torch.Generator().manual_seed(0)
     for k, pn in enumerate(vae.patch_nums):
         idx = torch.randint(0, vae.vocab_size, (3, pn * pn), generator=g)
-        assert torch.allclose(vae.quantize._upsampled_by_matrix(idx, k, H), vae.quantize.upsampled(idx, k, H),
-                              atol=1e-6)
-    x = torch.randn(4, 5, 64, generator=g)
-    x[0, 0] = 0
-    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    w = torch.randn(4, 5, 64, generator=g)
-    ((l2_normalize(a) * w).sum()).backward()
-    ((torch.nn.functional.normalize(b, dim=-1) * w).sum()).backward()
-    assert torch.allclose(l2_normalize(x), torch.nn.functional.normalize(x, dim=-1), atol=1e-6)
-    assert torch.allclose(a.grad, b.grad, atol=1e-5)
-    assert l2_normalize(x)[0, 0].abs().sum() == 0
+        fast, ref = vae.quantize._upsampled_by_matrix(idx, k, H), vae.quantize.upsampled(idx, k, H)
+        assert fast.shape == ref.shape == (3, vae.quantize.channels, H, H)
+        assert torch.allclose(fast, ref, atol=1e-6), k
