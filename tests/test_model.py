@@ -155,6 +155,6 @@ def test_teacher_forcing_bicubic_as_a_matmul():
     g = torch.Generator().manual_seed(0)
     for k, pn in enumerate(vae.patch_nums):
         idx = torch.randint(0, vae.vocab_size, (3, pn * pn), generator=g)
-        fast, ref = vae.quantize._upsampled_by_matrix(idx, k, H), vae.quantize.upsampled(idx, k, H)
+        fast, ref = vae.quantize.upsampled_by_matmul(idx, k, H), vae.quantize.upsampled(idx, k, H)
         assert fast.shape == ref.shape == (3, vae.quantize.channels, H, H)
         assert torch.allclose(fast, ref, atol=1e-6), k

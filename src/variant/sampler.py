@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 from .costmodel import VARShape, tokens_per_layer
 from .models import VAR, VQVAE
-from .models.vqvae import bicubic_matrix
 from .supernet import Subnet
 
 
@@ -130,12 +129,12 @@ def prefix_inputs(var: VAR, vae: VQVAE, cond, prefix: list[torch.Tensor], upsamp
     """Teacher-forcing inputs of the prefix scales (2B, l, C) and the running f_hat.
 
     Used to prefill a model's KV cache with tokens another model drafted (CoDe).
-    upsampled(idx, k): what scale k adds to f_hat (default: the VQVAE's own)."""
+    upsampled(idx, k, size): what scale k adds to f_hat (default: vae.quantize.upsampled)."""
     H = var.patch_nums[-1]
-    up = upsampled or (lambda idx, k: vae.quantize.upsampled(idx, k, H))
+    up = upsampled or vae.quantize.upsampled
     parts, f_hat = [var.first_tokens(cond)], 0
     for k, idx in enumerate(prefix):
-        f_hat = f_hat + up(idx, k)
+        f_hat = f_hat + up(idx, k, H)
         if k < len(prefix) - 1:
             nxt = var.word_embed(vae.quantize.next_input(f_hat, k + 1).to(cond.dtype)) + var.level_pos(k + 1)
             parts.append(nxt.repeat(2, 1, 1).to(parts[0].dtype))
@@ -392,7 +391,7 @@ def attend_split(q, k1, v1, k2, v2, scale, use_triton: bool = False):
     """Attention of q over the union of (k1, v1) and (k2, v2) without concatenating them:
     each part's softmax is weighted by its share of the total mass, sigmoid(lse1 - lse2).
     (B, H, L, c) in and out; the fused merge writes (B, L, H, c) memory, which the output
-    projection then reads as it is (torch's lerp took 2.3x longer on an H100)."""
+    projection then reads as it is (torch's lerp writes o1's strided layout)."""
     o1, lse1 = _attention_with_lse(q, k1, v1, scale)
     o2, lse2 = _attention_with_lse(q, k2, v2, scale)
     if use_triton and o1.stride(-1) == o2.stride(-1) == 1:
@@ -447,17 +446,6 @@ class LeanSampler:
             self.k_scale = [b.attn.scale_mul_1H11.clamp_max(math.log(100)).exp().flatten().float()
                             if b.attn.attn_l2_norm else None for b in var.blocks]
             self.level_pos = [var.level_pos(k) for k in range(var.num_scales)]
-            # bicubic upsampling as one small matmul (torch's kernel: ~1.7 ms a scale)
-            H = var.patch_nums[-1]
-            self.upsample = {k: bicubic_matrix(pn, H, device) for k, pn in enumerate(var.patch_nums) if pn != H}
-
-    def _upsampled(self, idx, k):
-        """vae.quantize.upsampled(idx, k, H): phi_k(bicubic(codebook[idx]))."""
-        q, H = self.vae.quantize, self.var.patch_nums[-1]
-        h = q.embedding(idx).transpose(1, 2)                 # (B, Cvae, pn^2)
-        if k in self.upsample:
-            h = h @ self.upsample[k]
-        return q.quant_resi(h.reshape(idx.shape[0], q.channels, H, H), q.ratio(k))
 
     def release(self):
         """Free every configuration's cache and graph."""
@@ -571,7 +559,7 @@ class LeanSampler:
         ada = var.head_nm.ada_lin(cond).view(-1, 1, 2, var.width).unbind(2)
         cond_head = (ada[0] + 1, ada[1])
         if n0:
-            x, f_hat = prefix_inputs(var, vae, cond, prefix, self._upsampled)
+            x, f_hat = prefix_inputs(var, vae, cond, prefix, q.upsampled_by_matmul)
             mask = prefix_mask(var, n0, x.device)
             state, x = [x, None], None
             x = self._layers(subnet.layers_at(0), state, mods, cache, True, mask)
@@ -586,7 +574,7 @@ class LeanSampler:
             x = self._layers(subnet.layers_at(k), state, mods, cache, not last)
             guided = self._guided_logits(x, cond_head, B, cfg * k / (K - 1))
             idx = sample_tokens_sorted(guided, top_k, top_p, generator)
-            f_hat = f_hat + self._upsampled(idx, k)
+            f_hat = f_hat + q.upsampled_by_matmul(idx, k, H)
             tokens.append(idx)
             if record is not None:
                 record.append(guided.float())
