@@ -205,9 +205,10 @@ def _ddp_worker(rank, world, port, setup, out_dir):
 
 def test_two_processes_equal_one_with_accumulation(setup, tmp_path):
     one = run(setup, tmp_path / "one", "fixed_p0.5_d4", phases=(1, 0, 0), micro_batch=4)   # 1 x 4 x accum 2
-    # fork: the children inherit the imported modules (spawn re-imports torch: ~10 s more)
+    # spawn, not fork: a forked child cannot run backward once the parent's autograd engine
+    # has started its threads, which depends on the tests run before this one
     mp.start_processes(_ddp_worker, args=(2, _free_port(), setup, tmp_path / "two"), nprocs=2,
-                       join=True, start_method="fork")
+                       join=True, start_method="spawn")
     a, b = read_state_dict(tmp_path / "one" / "final.pth"), read_state_dict(tmp_path / "two" / "final.pth")
     init = read_state_dict(setup / "var.pth")
     assert any(not torch.equal(a[k], init[k]) for k in a)
