@@ -6,7 +6,10 @@ import torch
 
 from variant.models import VAR, VQVAE
 
-GOLDEN = Path(__file__).parent / "data" / "golden" / "var_small"
+GOLDEN_ROOT = Path(__file__).parent / "data" / "golden"
+GOLDEN = GOLDEN_ROOT / "var_small"             # 4 scales
+GOLDEN_SCALES10 = GOLDEN_ROOT / "var_scales10"  # the released checkpoints' 10 scales
+GOLDEN_SETS = [GOLDEN, GOLDEN_SCALES10]
 PATCH_NUMS = (1, 2, 3, 4, 5)
 
 

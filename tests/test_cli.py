@@ -1,22 +1,29 @@
 """`variant verify-golden` as a user runs it."""
+import json
 import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from conftest import GOLDEN
+from conftest import GOLDEN, GOLDEN_SETS
 
 
 def variant(*args):
     return subprocess.run([sys.executable, "-m", "variant.cli", *args], capture_output=True, text=True)
 
 
-def test_verify_golden_passes_on_the_reference_vectors():
-    r = variant("verify-golden", str(GOLDEN))
+@pytest.mark.parametrize("golden", GOLDEN_SETS, ids=lambda p: p.name)
+def test_verify_golden_passes_on_the_reference_vectors(golden):
+    """Every check of config.json's subnets: 5 before the subnets, then for each 5 of the
+    reference sampler and 4 of the lean one (its cache differs by design)."""
+    subnets = json.loads((golden / "config.json").read_text())["subnets"]
+    r = variant("verify-golden", str(golden))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "20 passed, 0 failed" in r.stdout
-    assert "d=2 N=3 sampled tokens" in r.stdout
+    assert f"{5 + 9 * len(subnets)} passed, 0 failed" in r.stdout
+    d, n = subnets[-1]
+    assert f"d={d} N={n} sampled tokens" in r.stdout and f"lean d={d} N={n} sampled tokens" in r.stdout
 
 
 def test_verify_golden_fails_on_a_planted_difference(tmp_path):
@@ -29,7 +36,8 @@ def test_verify_golden_fails_on_a_planted_difference(tmp_path):
     r = variant("verify-golden", str(bad))
     assert r.returncode == 1
     failed = [line for line in r.stdout.splitlines() if line.endswith("FAIL")]
-    assert [line.split("  ")[0] for line in failed] == ["teacher-forced logits", "d=2 N=2 sampled tokens"]
+    assert [line.split("  ")[0] for line in failed] == ["teacher-forced logits", "d=2 N=2 sampled tokens",
+                                                        "lean d=2 N=2 sampled tokens"]
 
 
 def test_verify_golden_names_a_missing_directory(tmp_path):

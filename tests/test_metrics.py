@@ -54,12 +54,32 @@ def test_registered_with_torch_fidelity(tiny):
 
 
 def test_set_against_itself(tiny):
-    m = score(tiny["real"], tiny["real"], tiny)
+    real = tiny["real"]                          # class-sorted, as read from the directory
+    shuffled = real[torch.from_numpy(np.random.default_rng(0).permutation(len(real)))]
+    m = score(shuffled, real, tiny)
     print(f"self: {m}")
     assert abs(m["fid"]) < 1e-6
     assert m["precision"] == 1.0 and m["recall"] == 1.0
     assert m["isc_mean"] > 3  # confident, diverse class posteriors; 10 would be perfect
     assert m["num_generated"] == m["num_reference"] == 1000
+    assert m["fid_statistics"] == metrics.COMPUTED
+
+
+def test_inception_score_splits_are_contiguous_as_adm(tiny):
+    """ADM's evaluator splits the samples in file order, unshuffled: a class-sorted set
+    gives each split one class, so its IS collapses; isc_order scores it in another order."""
+    real = tiny["real"]
+    perm = np.random.default_rng(0).permutation(len(real))
+    in_order = score(real, real, tiny)
+    reordered = score(real, real, tiny, isc_order=perm)
+    shuffled = score(real[torch.from_numpy(perm)], real, tiny)
+    print(f"IS class-sorted {in_order['isc_mean']:.3f}, reordered {reordered['isc_mean']:.3f}")
+    assert in_order["isc_mean"] < 1.5 < 3 < reordered["isc_mean"]
+    assert reordered["isc_mean"] == shuffled["isc_mean"] and reordered["isc_std"] == shuffled["isc_std"]
+    for key in ("fid", "precision", "recall"):                  # order-free
+        assert in_order[key] == pytest.approx(shuffled[key], abs=1e-9), key
+    with pytest.raises(ValueError, match="isc_order is not a permutation of the 1000"):
+        score(real, real, tiny, isc_order=np.zeros(len(real), int))
 
 
 def test_fid_grows_with_noise(tiny):
@@ -157,3 +177,18 @@ def test_metrics_carry_a_bootstrap_interval_when_asked(tiny):
     assert m["bootstrap"] == 30 and m["fid_ci_low"] < m["fid"] < m["fid_ci_high"], m
     plain = score(held, tiny["root"] / "train", tiny)
     assert plain["fid"] == m["fid"] and np.isnan(plain["fid_ci_low"]) and plain["bootstrap"] == 0
+
+
+def test_paired_fid_difference():
+    from variant.metrics import fid_stats, paired_fid_difference
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(400, 8, generator=g, dtype=torch.float64)
+    stats = fid_stats(ref)
+    a = torch.randn(300, 8, generator=g, dtype=torch.float64)
+    diff, se = paired_fid_difference(a, a.clone(), stats["mu"], stats["sigma"], resamples=20)
+    assert diff == 0 and se == 0                      # the same draws: nothing to tell apart
+    b = a + 0.5                                       # the mean moved by 0.5 in 8 dimensions
+    diff, se = paired_fid_difference(b, a, stats["mu"], stats["sigma"], resamples=50)
+    assert diff - 1.96 * se > 1.0 and se > 0          # about 8 * 0.25 = 2, clearly resolved
+    with pytest.raises(ValueError, match="paired sets"):
+        paired_fid_difference(a, a[:10], stats["mu"], stats["sigma"], resamples=20)

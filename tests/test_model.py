@@ -4,6 +4,7 @@ import torch
 
 from conftest import small_vae, small_var
 from variant.costmodel import VARShape, parameter_count
+from variant.models import VAR
 from variant.sampler import generate
 from variant.supernet import Subnet
 
@@ -158,3 +159,107 @@ def test_teacher_forcing_bicubic_as_a_matmul():
         fast, ref = vae.quantize.upsampled_by_matmul(idx, k, H), vae.quantize.upsampled(idx, k, H)
         assert fast.shape == ref.shape == (3, vae.quantize.channels, H, H)
         assert torch.allclose(fast, ref, atol=1e-6), k
+
+
+# ---- stochastic depth (drop-path) ---------------------------------------------------
+
+def test_drop_path_is_the_identity_outside_training():
+    """Eval mode (the sampler's) gives exactly the outputs of the same weights without
+    drop-path, teacher-forced and sampled; in training the rate does change the output."""
+    var, dropping = small_var(), small_var(drop_path_rate=0.5)
+    assert all(torch.equal(a, b) for a, b in zip(var.state_dict().values(), dropping.state_dict().values()))
+    labels = torch.tensor([0, 3, 4])
+    gen = lambda m: generate(m, small_vae(), labels, var.subnet(3, 2), top_k=8,  # noqa: E731
+                             generator=torch.Generator().manual_seed(1), decode=False, record_logits=True)
+    a, b = gen(var), gen(dropping)
+    assert all(torch.equal(s, t) for s, t in zip(a.tokens, b.tokens))
+    assert all(torch.equal(x, y) for x, y in zip(a.raw_logits, b.raw_logits))
+    x = small_vae().quantize.teacher_forcing_input(a.tokens)
+    for subnet in (None, var.subnet(3, 2)):
+        with torch.no_grad():
+            assert torch.equal(var(labels, x, subnet), dropping(labels, x, subnet))
+    for m in (var, dropping):
+        m.train().cond_drop_rate = 0.0
+    with torch.no_grad():
+        torch.manual_seed(0)
+        plain = var(labels, x)
+        torch.manual_seed(0)
+        assert torch.equal(var(labels, x), plain)           # rate 0: nothing random in training
+        torch.manual_seed(0)
+        assert not torch.allclose(dropping(labels, x), plain)
+
+
+def test_drop_path_rate_rises_linearly_over_the_blocks():
+    """Block i drops with linspace(0, rate, depth)[i], as the reference: VAR-d30 at its
+    0.1 x 30 / 24 = 0.125 (a narrow stand-in: the rates depend on depth only)."""
+    rate = 0.1 * 30 / 24
+    var = VAR(depth=30, width=32, num_heads=2, vocab_size=16, cvae=4, patch_nums=(1, 2), drop_path_rate=rate)
+    got = [b.drop_path for b in var.blocks]
+    assert got[0] == 0.0 and got[-1] == rate == 0.125
+    assert all(b > a for a, b in zip(got, got[1:]))
+    assert got == pytest.approx([rate * i / 29 for i in range(30)], abs=1e-15)
+    assert got == pytest.approx(torch.linspace(0, rate, 30).tolist(), abs=1e-8)   # the reference's float32
+    var.set_drop_path(0.0)
+    assert all(b.drop_path == 0.0 for b in var.blocks)
+    with pytest.raises(ValueError, match="outside"):
+        var.set_drop_path(1.0)
+
+
+def block_candidates(block, x, cond, p):
+    """The block's output for each (attention kept, FFN kept) pair, computed by hand from
+    its parts: a kept branch is scaled by 1 / (1 - p), a dropped one is zero."""
+    g1, g2, s1, s2, b1, b2 = block.modulation(cond)
+    ln = block.ln_wo_grad
+    attn = block.attn(ln(x) * (1 + s1) + b1) * g1
+    out = {}
+    for keep_attn in (0, 1):
+        x1 = x + keep_attn * attn / (1 - p)
+        ffn = block.ffn(ln(x1) * (1 + s2) + b2) * g2
+        for keep_ffn in (0, 1):
+            out[keep_attn, keep_ffn] = x1 + keep_ffn * ffn / (1 - p)
+    return out
+
+
+def matched_masks(out, candidates):
+    """Per sample, the one (attention kept, FFN kept) pair whose hand-computed output it is."""
+    hits = torch.stack([(out - c).abs().amax(dim=(1, 2)) < 1e-9 for c in candidates.values()], 1)
+    assert (hits.sum(1) == 1).all(), "a sample matches no (or several) drop patterns"
+    return torch.tensor(list(candidates), dtype=torch.float64)[hits.float().argmax(1)]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_drop_path_drops_whole_samples_at_rate_p(compiled):
+    """Training mode, p = 0.4 (so 1/(1-p) and 1/p differ): every sample's output is exactly
+    one of the four hand-computed keep/drop combinations of its two branches, across all
+    its tokens; each branch is dropped for a fraction p of the samples (binomial bound)
+    and the two branches independently. compiled: traced by torch.compile in one graph."""
+    from variant.models.var import AdaLNBlock
+    torch.manual_seed(0)
+    N, L, C, p = 4000, 3, 16, 0.4
+    block = AdaLNBlock(C, 2, drop_path=p).double()
+    with torch.no_grad():   # gates and shifts of a trained model's size, so every branch matters
+        for q in block.parameters():
+            q.add_(torch.randn_like(q) * 0.2)
+    x, cond = torch.randn(N, L, C, dtype=torch.float64), torch.randn(N, C, dtype=torch.float64)
+    run = torch.compile(block, backend="aot_eager", fullgraph=True) if compiled else block
+    with torch.no_grad():
+        cands = block_candidates(block.eval(), x, cond, p)
+        torch.testing.assert_close(run(x, cond), block(x, cond), rtol=0, atol=1e-12)   # eval: the identity
+        out = run.train()(x, cond)
+    kept = matched_masks(out, cands)
+    bound = 5 * (N * p * (1 - p)) ** 0.5                                     # 5 binomial sigmas
+    for branch in (0, 1):
+        assert abs((kept[:, branch] == 0).sum().item() - N * p) < bound, branch
+    both = ((kept[:, 0] == 0) & (kept[:, 1] == 0)).sum().item()
+    assert abs(both - N * p * p) < 5 * (N * p * p * (1 - p * p)) ** 0.5
+
+
+def test_drop_path_leaves_the_checkpoint_keys_alone():
+    """Drop-path has no parameters: the same keys, and released files load strictly."""
+    from variant.checkpoint import build_var
+    plain, dropping = small_var(), small_var(drop_path_rate=0.125)
+    assert list(plain.state_dict()) == list(dropping.state_dict())
+    dropping.load_state_dict(plain.state_dict(), strict=True)
+    rebuilt = build_var(plain.state_dict(), "test", drop_path_rate=0.125)
+    assert rebuilt.blocks[-1].drop_path == 0.125 and rebuilt.blocks[0].drop_path == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), rebuilt.state_dict().values()))

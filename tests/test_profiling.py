@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import GOLDEN, small_vae, small_var
+from conftest import GOLDEN_SETS, small_vae, small_var
 from variant.checkpoint import build_vae, build_var
 from variant.costmodel import KVAccounting, VARShape, kv_cache_bytes, kv_cache_mib, tokens_per_layer
 from variant.golden import load_golden
@@ -25,8 +25,9 @@ def same_tokens(a, b):
     return len(a) == len(b) and all(torch.equal(x.cpu(), y.cpu()) for x, y in zip(a, b))
 
 
-def test_lean_equals_reference_on_the_golden_vectors():
-    config, var_sd, vae_sd, vec = load_golden(GOLDEN)
+@pytest.mark.parametrize("golden", GOLDEN_SETS, ids=lambda p: p.name)
+def test_lean_equals_reference_on_the_golden_vectors(golden):
+    config, var_sd, vae_sd, vec = load_golden(golden)
     var = build_var(var_sd).eval()
     vae = build_vae(vae_sd, var.patch_nums).eval()
     lean = LeanSampler(var, vae)
@@ -222,6 +223,17 @@ def test_cuda_fused_kernels_and_split_attention(monkeypatch):
     for d, n in [(None, None), (2, 2), (3, 4)]:
         var, vae = small_var().cuda(), small_vae().cuda()
         ref = generate(var, vae, labels, var.subnet(d, n), top_k=1, decode=False)
-        lean = LeanSampler(var, vae, dtype=torch.float32).generate(labels, var.subnet(d, n), top_k=1, decode=False)
+        lean = LeanSampler(var, vae, precision="fp32").generate(labels, var.subnet(d, n), top_k=1, decode=False)
         assert same_tokens(ref.tokens, lean.tokens), (d, n)
         assert torch.allclose(ref.f_hat, lean.f_hat, atol=1e-4)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("golden", GOLDEN_SETS, ids=lambda p: p.name)
+def test_cuda_golden_sets_hold_for_both_samplers(golden):
+    """verify-golden --device cuda: the reference loop and the float32 lean sampler (eager
+    and graph-replayed) give the reference's tokens, logits, f_hat and images on CUDA."""
+    from variant.golden import format_checks, verify_golden
+    checks = verify_golden(golden, device="cuda")
+    assert all(c.ok for c in checks), format_checks(checks)
+    assert any(c.name.endswith("tokens, CUDA graph") for c in checks)

@@ -35,8 +35,12 @@ def test_shards_regenerate_identically_and_resume(setup, monkeypatch):
     assert len(shards) == 4                                  # 15 images in shards of 4
     with np.load(out) as f:
         assert f["arr_0"].shape == (15, 10, 10, 3) and f["arr_0"].dtype == np.uint8
-        assert f["labels"].tolist() == [c for c in range(5) for _ in range(3)]
+        order = stage.class_sorted(f, out)
+        assert f["labels"][order].tolist() == [c for c in range(5) for _ in range(3)]
+        # the packed file holds the shards' images, shuffled: class order recovers them
+        assert np.array_equal(f["arr_0"][order], np.concatenate([np.load(p)["arr_0"] for p in shards]))
     before = {p.name: digest(p) for p in shards}
+    packed = sha256_file(out)
 
     shards[2].unlink()                                        # a shard lost (job killed)
     calls = []
@@ -45,6 +49,7 @@ def test_shards_regenerate_identically_and_resume(setup, monkeypatch):
     stage.run_sample(P, tmp / "var.pth", tmp / "vae.pth", "d2_N2", out)
     assert len(calls) == 1                                    # only the missing shard is redone
     assert {p.name: digest(p) for p in shards} == before      # and it is byte-identical
+    assert sha256_file(out) == packed                         # so is the packed file, zip and all
 
 
 def test_shard_jobs_then_pack_equal_one_job(setup):
@@ -55,7 +60,7 @@ def test_shard_jobs_then_pack_equal_one_job(setup):
         stage.run_sample(P, tmp / "var.pth", tmp / "vae.pth", "full", tmp / "jobs" / "full.npz", shards=[s])
         assert not (tmp / "jobs" / "full.npz").exists()           # a shard job never packs
     stage.pack(P, tmp / "var.pth", "full", tmp / "jobs" / "full.npz")
-    assert digest(tmp / "jobs" / "full.npz") == digest(one)
+    assert sha256_file(tmp / "jobs" / "full.npz") == sha256_file(one)
     with pytest.raises(ValueError, match="shard 4 does not exist: the profile has 4 shard"):
         stage.run_sample(P, tmp / "var.pth", tmp / "vae.pth", "full", tmp / "jobs" / "full.npz", shards=[4])
 
@@ -119,3 +124,87 @@ def test_parse_config(name, ok):
     else:
         with pytest.raises(ValueError, match="is not `full`"):
             stage.parse_config(name, 8, 10)
+
+
+# ---- the packed file's order -------------------------------------------------------------
+
+def fake_shards(P, tmp, config="full"):
+    """Shards as the sample stage writes them (class-major), each image's pixels its
+    generation index, so the packed order can be read off the pixels; no model needed."""
+    (tmp / "var.pth").write_bytes(b"a checkpoint")
+    labels, (size, n_shards) = stage.class_labels(P["data"]["num_classes"], P["sample"]["per_class"]), \
+        stage.dag.shard_layout(P)
+    key = stage.shard_key(P, config, sha256_file(tmp / "var.pth"))
+    out = tmp / "samples" / f"{config}.npz"
+    for s in range(n_shards):
+        idx = np.arange(s * size, min((s + 1) * size, len(labels)))
+        pixels = np.stack([(idx % 256), idx // 256, np.zeros_like(idx)], -1).astype(np.uint8)
+        stage.save_npz(stage.shard_path(out, s), arr_0=np.broadcast_to(pixels[:, None, None], (len(idx), 2, 2, 3)),
+                       labels=labels[idx], key=np.array(key))
+    return out, labels
+
+
+def generation_index(images):
+    return images[:, 0, 0, 0].astype(int) + 256 * images[:, 0, 0, 1].astype(int)
+
+
+@pytest.mark.parametrize("classes, per_class, shard_size", [(10, 20, 50), (7, 13, 25), (1000, 50, 5000)])
+def test_packed_file_is_class_balanced_in_contiguous_splits(tmp_path, classes, per_class, shard_size):
+    """ADM's Inception Score takes 10 contiguous splits without shuffling; in the packed
+    order each split holds every class n/C times, give or take one, and the recorded
+    sample_index puts the file back in class order."""
+    P = load_params(overrides={"data.num_classes": classes, "sample.per_class": per_class,
+                               "sample.shard_size": shard_size})
+    out, labels = fake_shards(P, tmp_path)
+    stage.pack(P, tmp_path / "var.pth", "full", out)
+    with np.load(out) as f:
+        images, packed, index, seed = f["arr_0"], f["labels"], f["sample_index"], int(f["order_seed"])
+        order = stage.class_sorted(f, out)
+    assert "mu" not in np.load(out).files             # ADM would read those as the file's statistics
+    n = len(labels)
+    assert seed == stage.order_seed(P["sample"]["seed"])
+    assert np.array_equal(generation_index(images), index)      # arr_0[i] is generated image index[i]
+    assert np.array_equal(packed, labels[index])
+    assert np.array_equal(packed[order], labels) and np.array_equal(generation_index(images[order]), np.arange(n))
+    assert not np.array_equal(packed, labels)                  # shuffled
+    for i in range(10):                                        # torch-fidelity's (and ADM's) split bounds
+        counts = np.bincount(packed[i * n // 10:(i + 1) * n // 10], minlength=classes)
+        assert counts.max() - counts.min() <= 1, (i, counts)
+        if (i + 1) * n // 10 - i * n // 10 >= classes:
+            assert counts.min() >= 1                           # every class in every split
+    if classes == 1000:
+        assert all((np.bincount(packed[i * 5000:(i + 1) * 5000], minlength=1000) == 5).all() for i in range(10))
+    # deterministic: packing again gives the same bytes; another seed, another order
+    first = sha256_file(out)
+    stage.pack(P, tmp_path / "var.pth", "full", out)
+    assert sha256_file(out) == first
+    assert np.array_equal(stage.pack_order(labels, seed), index)   # a function of the profile only
+    assert not np.array_equal(stage.pack_order(labels, stage.order_seed(1)), index)
+
+
+def test_pack_names_a_shard_with_other_labels(tmp_path):
+    P = load_params(overrides={"data.num_classes": 4, "sample.per_class": 5, "sample.shard_size": 10})
+    out, _ = fake_shards(P, tmp_path)
+    with np.load(stage.shard_path(out, 1)) as f:
+        shard = {k: f[k] for k in f.files}
+    stage.save_npz(stage.shard_path(out, 1), **dict(shard, labels=shard["labels"][::-1]))
+    with pytest.raises(ValueError, match="shard-00001.npz: labels are not the profile's class-major"):
+        stage.pack(P, tmp_path / "var.pth", "full", out)
+
+
+def test_sample_grid_picks_by_class_in_generation_order(tmp_path, monkeypatch):
+    """Figures 4/6 show the first generated image of each class: the same one whether the
+    file is packed shuffled or class-sorted (as before the shuffle)."""
+    import matplotlib.axes
+    P = load_params(overrides={"data.num_classes": 10, "sample.per_class": 4, "sample.shard_size": None})
+    out, labels = fake_shards(P, tmp_path)
+    stage.pack(P, tmp_path / "var.pth", "full", out)
+    with np.load(out) as f:
+        legacy = tmp_path / "legacy.npz"             # the same images in class order, no sample_index
+        order = stage.class_sorted(f, out)
+        stage.save_npz(legacy, arr_0=f["arr_0"][order], labels=f["labels"][order])
+    shown = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow",
+                        lambda ax, img, **k: shown.append(generation_index(img[None])[0]))
+    stage.sample_grid([str(out), str(legacy)], ["shuffled", "class-sorted"], tmp_path / "grid", per_row=8)
+    assert shown == [0, 4, 8, 12, 16, 20, 24, 28] * 2              # the first image of classes 0..7

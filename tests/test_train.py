@@ -149,12 +149,19 @@ def test_loss_falls_and_log_has_the_contract_columns(setup, tmp_path):
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(setup, tmp_path):
-    cfg = cfg_for(**{"train.augment.mixup_alpha": 0.2})  # Mixup's draws must resume too
+    # Mixup's draws and drop-path's masks must resume too; the masks are keyed by (seed,
+    # step, micro-batch), so whatever the process RNG held before a run does not matter
+    cfg = cfg_for(**{"train.augment.mixup_alpha": 0.2, "train.drop_path": 0.3})
+    torch.manual_seed(1)
     full = run(setup, tmp_path / "a", "fixed_p0.5_d4", cfg=cfg)
+    torch.manual_seed(2)
     part = run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg, stop_after=6)   # between checkpoints
     assert not part["finished"] and part["step"] == 6 and not (tmp_path / "b" / "final.pth").exists()
+    torch.manual_seed(3)
     rest = run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg)
     assert rest["finished"] and rest["sha256"] == full["sha256"]
+    no_drop = run(setup, tmp_path / "c", "fixed_p0.5_d4", cfg=cfg_for(**{"train.augment.mixup_alpha": 0.2}))
+    assert no_drop["sha256"] != full["sha256"]          # guards the above: drop-path was on
     a, b = (pd.read_parquet(tmp_path / x / "log.parquet") for x in "ab")
     assert a["loss"].tolist() == b["loss"].tolist() and b["step"].tolist() == list(range(15))
     # a finished state resumes to the same file; a mismatched state is refused
@@ -195,19 +202,22 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, setup, out_dir):
+def _ddp_worker(rank, world, port, setup, out_dir, overrides):
     import os
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    run(setup, out_dir, "fixed_p0.5_d4", phases=(1, 0, 0), micro_batch=4)
+    run(setup, out_dir, "fixed_p0.5_d4", phases=(1, 0, 0), micro_batch=4, cfg=cfg_for(**overrides))
 
 
 def test_two_processes_equal_one_with_accumulation(setup, tmp_path):
-    one = run(setup, tmp_path / "one", "fixed_p0.5_d4", phases=(1, 0, 0), micro_batch=4)   # 1 x 4 x accum 2
+    """With drop-path on: each micro-batch draws the same masks on whichever rank runs it."""
+    over = {"train.drop_path": 0.3}
+    one = run(setup, tmp_path / "one", "fixed_p0.5_d4", phases=(1, 0, 0), micro_batch=4,   # 1 x 4 x accum 2
+              cfg=cfg_for(**over))
     # spawn, not fork: a forked child cannot run backward once the parent's autograd engine
     # has started its threads, which depends on the tests run before this one
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), setup, tmp_path / "two"), nprocs=2,
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), setup, tmp_path / "two", over), nprocs=2,
                        join=True, start_method="spawn")
     a, b = read_state_dict(tmp_path / "one" / "final.pth"), read_state_dict(tmp_path / "two" / "final.pth")
     init = read_state_dict(setup / "var.pth")
@@ -235,9 +245,15 @@ def test_cli_runs_tokenize_train_and_bench(setup, tmp_path, monkeypatch):
                  "--device", "cpu", "--out", str(out)]) == 0
     df = pd.read_parquet(out)
     required = {"gpu", "n_gpus", "depth", "batch_per_gpu", "dtype", "subnet_prob", "tokens_per_s", "mfu",
-                "peak_mib", "accum", "attention", "compiled", "oom"}   # the issue's columns and ours
+                "peak_mib", "accum", "attention", "compiled", "oom", "drop_path"}   # the issue's columns and ours
     assert required <= set(df.columns) and len(df) == 2
     assert (df["tokens_per_s"] > 0).all()
+    assert (df["drop_path"] == 0.1 * 2 / 24).all()      # default: the reference's 0.1 x depth / 24
+    assert main(["bench", "train", "--depth", "2", "--batch-per-gpu", "2", "--dtype", "fp32", "--subnet-prob", "0",
+                 "--patch-nums", "1", "2", "3", "--steps", "1", "--warmup", "0", "--device", "cpu",
+                 "--drop-path", "0", "--out", str(out)]) == 0
+    df = pd.read_parquet(out)                           # another configuration: a row of its own
+    assert len(df) == 3 and sorted(df["drop_path"]) == [0.0, 0.1 * 2 / 24, 0.1 * 2 / 24]
 
 
 def test_step_flops_from_first_principles():
@@ -256,3 +272,28 @@ def test_step_flops_from_first_principles():
     weights = 1 * (D * 12 * C * C + C * 40) + 13 * (2 * 12 * C * C + C * 40)
     sub_pairs = 2 * pairs + 2 * 1          # layers 0, 3 see everything; 1, 2 only scale 0
     assert step_flops(model, sub, 1) == 6 * weights + 12 * C * sub_pairs
+
+
+def test_activation_checkpointing_recomputes_the_same_drop_masks():
+    """The backward's recomputation of a block redraws its drop-path masks: they must be the
+    forward's (torch.utils.checkpoint restores the RNG state), or the gradients are wrong."""
+    import copy
+
+    from variant.train import enable_activation_checkpointing
+    var, vae = small_var(drop_path_rate=0.5), small_vae()
+    var.train().cond_drop_rate = 0.0
+    g = torch.Generator().manual_seed(0)
+    tokens = [torch.randint(0, vae.quantize.vocab_size, (4, p * p), generator=g) for p in var.patch_nums]
+    with torch.no_grad():
+        x = vae.quantize.teacher_forcing_input(tokens)
+    target = torch.cat(tokens, 1)
+    labels = torch.tensor([0, 1, 2, 3])
+    ckpt = copy.deepcopy(var)
+    enable_activation_checkpointing(ckpt)
+    grads = []
+    for m in (var, ckpt):
+        torch.manual_seed(5)
+        torch.nn.functional.cross_entropy(m(labels, x, m.subnet(3, 2)).flatten(0, 1), target.flatten()).backward()
+        grads.append([p.grad for p in m.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)

@@ -16,7 +16,7 @@ import sys
 COMMANDS = {
     "verify-golden": ["golden"], "cost": ["costmodel"],
     "make-data": ["fetch"], "fetch": ["fetch"], "train-extractor": ["fetch"],
-    "tokenize": ["tokenize"], "train": ["train"], "bench": ["profiling", "tokenize", "train"],
+    "tokenize": ["tokenize"], "train": ["train"], "bench": ["profiling", "tokenize", "train", "precision"],
     "sample": ["sample"], "grid": ["sample"], "reference-stats": ["reference"],
     "evaluate": ["evaluate"], "collect": ["evaluate"],
     "profile": ["profiling"], "report": ["report"], "findings": ["findings"], "dvc-yaml": ["dvcgen"],

@@ -26,7 +26,17 @@ HEADER = """\
 # Every stage runs Snakemake for its own files; see README "DVC".
 """
 
-TRAIN_KEYS = ["optimizer", "batch_size", "precision", "augment", "seed", "checkpoint_every", "phases", "bridge"]
+TRAIN_KEYS = ["optimizer", "batch_size", "precision", "drop_path", "augment", "seed", "checkpoint_every", "phases",
+              "bridge"]
+
+
+# The code revisions (variant/revisions.py) a stage's outputs depend on: DVC reads a
+# Python file's constants as params, so a bump marks exactly these stages stale.
+REVISIONS = "src/variant/revisions.py"
+
+
+def revision(*names: str) -> dict:
+    return {REVISIONS: list(names)}
 
 
 def stage_name(*parts: str) -> str:
@@ -51,11 +61,12 @@ def stages(P: dict) -> dict:
             "params": [key("fetch", "feature_extractor")], "outs": [f"{A}/feature_extractor.pth"]}
     pre = [VAR, VAE]
     out["pretrained"] = {"cmd": run(pre), "deps": [f"{A}/data/train"] if tiny else [],
-                         "params": [key("model")] + ([key("fetch", "vae"), key("fetch", "var"), key("data")]
-                                                     if tiny else [key("fetch")]),
+                         "params": [key("model")] + ([key("fetch", "vae"), key("fetch", "var"), key("data"),
+                                                      revision("TOKENIZER")] if tiny else [key("fetch")]),
                          "outs": pre + [{f"{A}/pretrained/fetch.json": {"cache": False}}]}
     out["tokens"] = {"cmd": run([f"{A}/tokens/train/index.json"]), "deps": [VAE] + ([f"{A}/data/train"] if tiny else []),
-                     "params": [key("data"), key("model", "patch_nums")], "outs": [f"{A}/tokens/train"]}
+                     "params": [key("data"), key("model", "patch_nums"), revision("TOKENIZER")],
+                     "outs": [f"{A}/tokens/train"]}
     for r in dag.trained_runs(P):
         ckpt, log, snaps = dag.checkpoint(P, r), f"{R}/train/{r}.parquet", dag.snapshot_dir(P, r)
         out[f"train_{r}"] = {"cmd": run([ckpt, log]), "deps": [VAR, VAE, f"{A}/tokens/train"],
@@ -64,7 +75,8 @@ def stages(P: dict) -> dict:
     reference = [f"{A}/data/eval", f"{A}/feature_extractor.pth"] if tiny else \
         [P["evaluate"]["reference"] or f"{A}/pretrained/{P['fetch']['reference_batch']}"]
     stats = f"{A}/reference/stats.npz"
-    out["reference_stats"] = {"cmd": run([stats]), "deps": reference, "params": [key("evaluate")],
+    out["reference_stats"] = {"cmd": run([stats]), "deps": reference,
+                              "params": [key("evaluate"), revision("REFERENCE_STATS")],
                               "outs": [stats, {stats.replace(".npz", ".json"): {"cache": False}}]}
     for r, cfgs in dag.runs_and_configs(P).items():
         for c in cfgs:

@@ -3,7 +3,9 @@ written as one parquet row with its provenance; `collect` gathers the rows.
 
 The reference side comes from `variant reference-stats` (computed once, checked here
 against the reference input and the extractor weights); only the samples' features are
-extracted per job."""
+extracted per job. Each row records which statistics FID compared with (`fid_statistics`:
+the reference batch's stored mu/sigma, ADM's way, or those computed from the reference
+images) and the order the Inception Score's contiguous splits saw (`isc_order`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +18,7 @@ from .config import load_params
 from .metrics import compute_metrics
 from .provenance import provenance, write_parquet
 from .reference import load as load_reference
-from .sample import parse_config
+from .sample import order_seed, pack_order, parse_config
 
 
 def evaluate(params: dict, samples, reference_stats, run: str, config: str, checkpoint,
@@ -35,8 +37,16 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
             raise ValueError(f"{samples}: {len(images)} images, the profile asks for {expected}")
         if "checkpoint_sha256" in f.files and str(f["checkpoint_sha256"]) != sha256_file(checkpoint):
             raise ValueError(f"{samples} was sampled from another checkpoint than {checkpoint}; resample it")
+        labels = f["labels"] if "labels" in f.files else None
+        shuffled = "sample_index" in f.files
+    order, isc_order = None, "file order"
+    if not shuffled and labels is not None and len(np.unique(labels)) > 1 and np.all(np.diff(labels) >= 0):
+        # packed class-sorted (before the shuffle): contiguous IS splits would each see a few
+        # classes, so they see the order the sample stage packs in now (FID and PRC ignore order)
+        order = pack_order(labels, order_seed(params["sample"]["seed"]))
+        isc_order = "class-sorted file, in the sample stage's pack order"
     device = device or params["device"]
-    m = compute_metrics(images, stats, extractor=extractor, weights_path=weights, device=device,
+    m = compute_metrics(images, stats, extractor=extractor, weights_path=weights, device=device, isc_order=order,
                         bootstrap=int(params["evaluate"].get("bootstrap") or 0), seed=params["sample"]["seed"])
     D, K = params["model"]["var"]["depth"], len(params["model"]["patch_nums"])
     subnet = parse_config(config, D, K)
@@ -47,7 +57,7 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
         "fid": m["fid"], "fid_ci_low": m["fid_ci_low"], "fid_ci_high": m["fid_ci_high"],
         "bootstrap": m["bootstrap"], "isc_mean": m["isc_mean"], "isc_std": m["isc_std"],
         "precision": m["precision"], "recall": m["recall"], "num_samples": m["num_generated"],
-        "extractor": m["extractor"],
+        "extractor": m["extractor"], "fid_statistics": m["fid_statistics"], "isc_order": isc_order,
         **provenance(params, params["sample"]["seed"], device, sha256_file(checkpoint)),
     }
     return pd.DataFrame([row])
@@ -90,4 +100,5 @@ def _evaluate_main(a) -> int:
                   a.reference)
     write_parquet(df, a.out)
     print(df[["run", "config", "fid", "isc_mean", "precision", "recall"]].to_string(index=False))
+    print(f"FID against: {df.loc[0, 'fid_statistics']}; IS splits: {df.loc[0, 'isc_order']}")
     return 0

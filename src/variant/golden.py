@@ -2,7 +2,9 @@
 
 A golden directory holds config.json, vae.pth, var.pth and vectors.pth (the layout of
 shared/golden/*/). Every comparison the reference's tolerances allow is run and
-reported with its maximum error: tokens exactly, floats within 1e-4 (float32).
+reported with its maximum error: tokens exactly, floats within 1e-4 (float32). Both
+samplers that claim the reference's tokens are checked: the reference loop, and the lean
+sampler in its float32 precision (eagerly, and on CUDA through its captured graph too).
 """
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, build_vae, build_var, read_state_dict, var_config
-from .sampler import generate
+from .sampler import LeanSampler, generate
 
 FLOAT_TOL = 1e-4
+SAMPLERS = ("reference", "lean")
 
 
 @dataclass
@@ -59,17 +62,20 @@ def load_golden(directory: str | Path):
     if missing:
         raise CheckpointError(f"{directory}: not a golden directory, missing {', '.join(missing)}")
     config = json.loads((directory / "config.json").read_text())
-    vectors = torch.load(directory / "vectors.pth", map_location="cpu", weights_only=False)
+    vectors = torch.load(directory / "vectors.pth", map_location="cpu", weights_only=True)
     return config, read_state_dict(directory / "var.pth"), read_state_dict(directory / "vae.pth"), vectors
 
 
+def verify_golden(directory: str | Path, device: str = "cpu", samplers=SAMPLERS) -> list[Check]:
+    from .profiling import tf32
+    with tf32(False):   # TF32 would cost ~1e-3 of precision; the tolerances are for true float32
+        return _verify(directory, device, samplers)
+
+
 @torch.no_grad()
-def verify_golden(directory: str | Path, device: str = "cpu") -> list[Check]:
+def _verify(directory, device, samplers) -> list[Check]:
     config, var_sd, vae_sd, vec = load_golden(directory)
     build = config["build"]
-    # TF32 would cost ~1e-3 of precision; the tolerances are for true float32.
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     var = build_var(var_sd, f"{directory}/var.pth").to(device).eval()
     vae = build_vae(vae_sd, var.patch_nums, f"{directory}/vae.pth").to(device).eval()
 
@@ -89,19 +95,32 @@ def verify_golden(directory: str | Path, device: str = "cpu") -> list[Check]:
     logits = var(label, vec["var_input"].to(device))
     checks.append(Check("teacher-forced logits", _max_abs(logits, vec["teacher_forced_logits"]), FLOAT_TOL))
 
+    lean = LeanSampler(var, vae, precision="fp32", cuda_graphs=False) if "lean" in samplers else None
     for d, n in config["subnets"]:
-        ref = vec["infer"][f"d{d}_N{n}"]
-        out = generate(var, vae, label, var.subnet(d, n), cfg=config["cfg"], top_k=1, record_logits=True)
-        tag = f"d={d} N={n}"
-        checks += [
-            Check(f"{tag} sampled tokens", _mismatches(out.tokens, ref["tokens"]), 0),
+        ref, subnet = vec["infer"][f"d{d}_N{n}"], var.subnet(d, n)
+        kw = dict(cfg=config["cfg"], top_k=1)
+        if "reference" in samplers:
+            out = generate(var, vae, label, subnet, record_logits=True, **kw)
+            checks += _sample_checks(f"d={d} N={n}", out, ref)
+            checks.append(Check(f"d={d} N={n} KV tokens per layer",
+                                _mismatches([torch.tensor(out.kv_tokens_per_layer)],
+                                            [torch.tensor(ref["kv_tokens_per_layer"])]), 0))
+        if lean is not None:
+            checks += _sample_checks(f"lean d={d} N={n}", lean.generate(label, subnet, record_logits=True, **kw), ref)
+            if var.blocks[0].attn.mat_qkv.weight.is_cuda:   # the replayed graph, as sampling runs it
+                lean.cuda_graphs = True
+                out = lean.generate(label, subnet, **kw)
+                lean.cuda_graphs = False
+                lean.release()
+                checks.append(Check(f"lean d={d} N={n} tokens, CUDA graph", _mismatches(out.tokens, ref["tokens"]), 0))
+    return checks
+
+
+def _sample_checks(tag: str, out, ref) -> list[Check]:
+    return [Check(f"{tag} sampled tokens", _mismatches(out.tokens, ref["tokens"]), 0),
             Check(f"{tag} guided logits", _max_abs(out.cfg_logits, ref["cfg_logits"]), FLOAT_TOL),
             Check(f"{tag} f_hat", _max_abs(out.f_hat, ref["f_hat"]), FLOAT_TOL),
-            Check(f"{tag} image", _max_abs(out.images, ref["img"]), FLOAT_TOL),
-            Check(f"{tag} KV tokens per layer",
-                  _mismatches([torch.tensor(out.kv_tokens_per_layer)], [torch.tensor(ref["kv_tokens_per_layer"])]), 0),
-        ]
-    return checks
+            Check(f"{tag} image", _max_abs(out.images, ref["img"]), FLOAT_TOL)]
 
 
 def format_checks(checks: list[Check]) -> str:
@@ -118,11 +137,13 @@ def format_checks(checks: list[Check]) -> str:
 def add_parser(sub):
     p = sub.add_parser("verify-golden", help="compare this installation with the reference's golden vectors")
     p.add_argument("directory", help="a directory with config.json, vae.pth, var.pth, vectors.pth")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--sampler", nargs="+", choices=SAMPLERS, default=list(SAMPLERS),
+                   help="samplers to check (default: both)")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
-    checks = verify_golden(args.directory, device=args.device)
+    checks = verify_golden(args.directory, device=args.device, samplers=args.sampler)
     print(format_checks(checks))
     return 0 if all(c.ok for c in checks) else 1

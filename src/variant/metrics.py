@@ -4,6 +4,12 @@ The `paper` profile scores with torch-fidelity's own Inception ("inception-v3-co
 The `tiny` profile has no ImageNet, so it scores with TinyFeatureNet, a small CNN trained
 on the synthetic data (train_feature_extractor) and registered with torch-fidelity as
 "variant-tiny"; everything downstream of the features is torch-fidelity's code either way.
+
+The protocol is that of OpenAI's ADM evaluator (what VAR and the paper report): FID against
+the reference's (mu, sigma), which for ImageNet are the reference batch's stored statistics
+of the whole training set (variant.reference), precision/recall with k = 3 against the
+reference images' features, and the Inception Score over contiguous splits of the images in
+the order given (ADM does not shuffle; the sample stage packs files in a class-balanced order).
 """
 from __future__ import annotations
 
@@ -22,7 +28,6 @@ import torch.nn.functional as F
 import torch_fidelity
 from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-from torch_fidelity.helpers import get_kwarg
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
@@ -314,16 +319,48 @@ def extract_features(images: Dataset, layers: list[str], extractor: str = TINY, 
         return get_featuresdict_from_dataset(images, fe, batch_size, cuda, True, verbose)
 
 
+COMPUTED = "computed from the reference images"
+STORED = "reference batch mu/sigma (ADM)"
+
+
+def fid_stats(features: torch.Tensor) -> dict:
+    """mu and sigma of N x F features, in float64 (the dtype of ADM's stored statistics)."""
+    return fid_features_to_statistics(features.double())
+
+
+def fid_to(features: torch.Tensor, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """FID of a feature set against reference statistics (torch-fidelity's formula)."""
+    ref = {"mu": np.asarray(mu, np.float64), "sigma": np.asarray(sigma, np.float64)}
+    return fid_statistics_to_metric(fid_stats(features), ref, False)[torch_fidelity.KEY_METRIC_FID]
+
+
+def paired_fid_difference(a: torch.Tensor, b: torch.Tensor, mu: np.ndarray, sigma: np.ndarray,
+                          resamples: int, seed: int = 0) -> tuple[float, float]:
+    """FID(a) - FID(b) and its paired-bootstrap standard error, for feature sets whose rows
+    pair up (a[i] and b[i] drawn with the same label and seed): each resample takes the
+    same indices from both, so what the two sets share cancels out of the spread."""
+    if len(a) != len(b) or resamples < 2:
+        raise ValueError(f"paired sets of equal size and at least 2 resamples, got {len(a)}, {len(b)}, {resamples}")
+    rng, n = np.random.default_rng(seed), len(a)
+    diffs = []
+    for _ in range(resamples):
+        idx = torch.from_numpy(rng.integers(0, n, n))
+        diffs.append(fid_to(a[idx], mu, sigma) - fid_to(b[idx], mu, sigma))
+    return fid_to(a, mu, sigma) - fid_to(b, mu, sigma), float(np.std(diffs, ddof=1))
+
+
 @dataclass
 class ReferenceStats:
     """What every evaluation needs of the reference set: its features for precision/recall
-    and their mean and covariance for FID (variant.reference caches them on disk)."""
+    and the mean and covariance FID compares with (variant.reference caches them on disk):
+    by default those of the features, for ImageNet the reference batch's stored ones."""
 
     features: torch.Tensor     # N x F, the extractor's FID/PRC layer
-    mu: np.ndarray
-    sigma: np.ndarray
+    mu: np.ndarray             # float64
+    sigma: np.ndarray          # float64
     size: tuple[int, int]      # image H, W
     extractor: str
+    fid_statistics: str = COMPUTED   # where mu/sigma come from: COMPUTED or STORED
 
     @classmethod
     def compute(cls, reference, extractor: str = TINY, weights_path=None, device=None,
@@ -333,7 +370,7 @@ class ReferenceStats:
         if layer != feature_layer(extractor, "prc"):
             raise ValueError(f"{extractor}: FID and precision/recall read different layers; cache both")
         feats = extract_features(ref, [layer], extractor, weights_path, device, batch_size, verbose)[layer]
-        stats = fid_features_to_statistics(feats)
+        stats = fid_stats(feats)
         return cls(feats, stats["mu"], stats["sigma"], ref.size, extractor)
 
 
@@ -347,28 +384,27 @@ def fid_interval(features: torch.Tensor, mu: np.ndarray, sigma: np.ndarray, resa
     if resamples < 2:
         raise ValueError(f"a bootstrap interval needs at least 2 resamples, got {resamples}")
     rng = np.random.default_rng(seed)
-    ref = {"mu": mu, "sigma": sigma}
-
-    def fid_of(f):
-        return fid_statistics_to_metric(fid_features_to_statistics(f), ref, False)[torch_fidelity.KEY_METRIC_FID]
-
     n = len(features)
-    se = float(np.std([fid_of(features[rng.integers(0, n, n)]) for _ in range(resamples)], ddof=1))
-    fid = fid_of(features)
+    se = float(np.std([fid_to(features[rng.integers(0, n, n)], mu, sigma) for _ in range(resamples)], ddof=1))
+    fid = fid_to(features, mu, sigma)
     return fid - z * se, fid + z * se
 
 
 def compute_metrics(generated, reference, extractor: str = TINY, weights_path=None, device=None,
                     prc_neighborhood: int = 3, batch_size: int = 200, isc_splits: int = 10,
-                    bootstrap: int = 0, seed: int = 0, verbose: bool = False) -> dict:
+                    bootstrap: int = 0, seed: int = 0, verbose: bool = False, isc_order=None) -> dict:
     """FID, Inception Score and precision/recall of `generated` against `reference`.
 
     `generated` is an image set as accepted by image_set(); `reference` is one too, or its
-    ReferenceStats (computed once by `variant reference-stats`). Precision asks how many
-    generated samples fall in the reference manifold, recall the converse (k =
-    prc_neighborhood). The metrics are torch-fidelity's functions on torch-fidelity's
-    features, so they equal calculate_metrics(isc, fid, prc, save_cpu_ram=True). With
-    `bootstrap` resamples, fid_ci_low/high bound FID (95%, fid_interval); else NaN.
+    ReferenceStats (computed once by `variant reference-stats`). FID compares with the
+    reference's mu/sigma. Precision asks how many generated samples fall in the reference
+    manifold, recall the converse (k = prc_neighborhood). The Inception Score averages
+    `isc_splits` contiguous splits, as ADM's evaluator: in the images' order, or in
+    `isc_order` (indices into them) when given, so a class-sorted set needs an order that
+    mixes the classes. The metrics are torch-fidelity's functions on torch-fidelity's
+    features (as calculate_metrics(isc, fid, prc, samples_shuffle=False, save_cpu_ram=True),
+    but with float64 statistics). With `bootstrap` resamples, fid_ci_low/high bound FID (95%,
+    fid_interval); else NaN.
     """
     gen = image_set(generated, "generated")
     ref = reference if isinstance(reference, ReferenceStats) else image_set(reference, "reference")
@@ -380,6 +416,8 @@ def compute_metrics(generated, reference, extractor: str = TINY, weights_path=No
     if smallest <= max(prc_neighborhood, 1) or len(gen) < isc_splits:
         raise ValueError(f"too few images ({len(gen)} generated, {n_ref} reference): need more "
                          f"than prc_neighborhood={prc_neighborhood} and at least isc_splits={isc_splits}")
+    if isc_order is not None and not np.array_equal(np.sort(isc_order), np.arange(len(gen))):
+        raise ValueError(f"isc_order is not a permutation of the {len(gen)} generated images")
     _weights_for(extractor, weights_path, verbose)   # a missing file fails before any work
     if not isinstance(ref, ReferenceStats):
         ref = ReferenceStats.compute(ref, extractor, weights_path, device, batch_size, verbose)
@@ -387,15 +425,14 @@ def compute_metrics(generated, reference, extractor: str = TINY, weights_path=No
         raise ValueError(f"reference statistics were computed with {ref.extractor}, not {extractor}")
     fid_layer, isc_layer = feature_layer(extractor, "fid"), feature_layer(extractor, "isc")
     feats = extract_features(gen, [fid_layer, isc_layer], extractor, weights_path, device, batch_size, verbose)
-    fid = fid_statistics_to_metric(fid_features_to_statistics(feats[fid_layer]),
-                                   {"mu": ref.mu, "sigma": ref.sigma}, verbose)
-    isc = isc_features_to_metric(feats[isc_layer], isc_splits, get_kwarg("samples_shuffle", {}),
-                                 get_kwarg("rng_seed", {}))
+    fid = fid_to(feats[fid_layer], ref.mu, ref.sigma)
+    logits = feats[isc_layer] if isc_order is None else feats[isc_layer][torch.as_tensor(np.asarray(isc_order))]
+    isc = isc_features_to_metric(logits, isc_splits, shuffle=False)
     prc = prc_features_to_metric(feats[fid_layer], ref.features, prc_neighborhood=prc_neighborhood,
                                  save_cpu_ram=True, verbose=verbose)
     lo, hi = fid_interval(feats[fid_layer], ref.mu, ref.sigma, bootstrap, seed) if bootstrap else (math.nan, math.nan)
     return {
-        "fid": fid[torch_fidelity.KEY_METRIC_FID],
+        "fid": fid,
         "fid_ci_low": lo, "fid_ci_high": hi, "bootstrap": bootstrap,
         "isc_mean": isc[torch_fidelity.KEY_METRIC_ISC_MEAN],
         "isc_std": isc[torch_fidelity.KEY_METRIC_ISC_STD],
@@ -404,4 +441,5 @@ def compute_metrics(generated, reference, extractor: str = TINY, weights_path=No
         "num_generated": len(gen),
         "num_reference": len(ref.features),
         "extractor": extractor,
+        "fid_statistics": ref.fid_statistics,
     }

@@ -7,9 +7,11 @@ An out-of-memory error becomes a row with oom=True. A memory cap (the paper's 48
 L20) is emulated with torch.cuda.set_per_process_memory_fraction.
 
 Modes: `reference` (ConcatKVCache under fp16 autocast with TF32, the reference's dtypes
-and accounting), `lean` (LeanSampler: bf16, fused Triton kernels, log-sum-exp split at
-the last scale, CUDA graphs), and two ablations of it: `lean-eager` (no CUDA graphs) and
-`lean-unfused` (torch elementwise ops and a concatenated last scale, with graphs).
+and accounting), `lean` (LeanSampler in its default precision, fp16 matmuls with a float32
+stream; fused Triton kernels, log-sum-exp split at the last scale, CUDA graphs), two
+ablations of it: `lean-eager` (no CUDA graphs) and `lean-unfused` (torch elementwise ops
+and a concatenated last scale, with graphs), and `lean-bf16` (the opt-in all-bf16
+precision, further from float32 than the reference).
 
     variant bench sample --depth 30 --batch 64 --subnet-depth 30 16 8 4 2 --bridge 6 \
         --modes reference lean --code 6 --out results/profiling/h100.parquet
@@ -31,14 +33,15 @@ import torch
 from .atomic import write_parquet
 from .costmodel import REFERENCE, KVAccounting, VARShape, flops, kv_cache_bytes
 from .models import VAR, VQVAE
-from .sampler import LeanSampler, generate
+from .sampler import PRECISIONS, LeanSampler, default_precision, generate
 from .supernet import Subnet
 
 MiB = 2**20
-MODES = ("reference", "lean", "lean-eager", "lean-unfused")
-# what each lean mode switches on: (CUDA graphs, Triton kernels, last scale split by LSE)
-LEAN_MODES = {"lean": (True, "triton", "split"), "lean-eager": (False, "triton", "split"),
-              "lean-unfused": (True, "torch", "concat")}
+MODES = ("reference", "lean", "lean-eager", "lean-unfused", "lean-bf16")
+# what each lean mode switches on: (CUDA graphs, elementwise kernels, last scale, precision;
+# None: the sampler's default)
+LEAN_MODES = {"lean": (True, "triton", "split", None), "lean-eager": (False, "triton", "split", None),
+              "lean-unfused": (True, "torch", "concat", None), "lean-bf16": (True, "triton", "split", "bf16")}
 COLUMNS = ["gpu", "mode", "method", "config", "depth", "subnet_depth", "bridge", "batch",
            "memory_cap_gib", "latency_s", "peak_mib", "kv_mib", "params_mib", "images_per_s", "oom"]
 
@@ -74,19 +77,25 @@ def params_bytes(*models) -> int:
 
 
 @contextlib.contextmanager
+def tf32(enabled: bool):
+    """TF32 matmuls and convolutions on or off inside the block, as they were after it."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextlib.contextmanager
 def reference_precision(device: torch.device):
     """The reference demo's numerics: fp16 autocast with TF32 matmuls (CUDA only; on a
     CPU the reference mode runs in the weights' dtype)."""
     if device.type != "cuda":
         yield
         return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        with torch.autocast("cuda", dtype=torch.float16):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    with tf32(True), torch.autocast("cuda", dtype=torch.float16):
+        yield
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -164,15 +173,23 @@ def _accounting(mode: str, var: VAR, sampler) -> KVAccounting:
     return KVAccounting(e, e, last_scale="none")
 
 
-def _lean_sampler(var, vae, mode, sampler):
-    sampler = sampler or LeanSampler(var, vae)
-    graphs, sampler.kernels, sampler.last_scale = LEAN_MODES[mode]
-    sampler.cuda_graphs = graphs and sampler.device.type == "cuda"
+def _lean_sampler(var, vae, mode, sampler, precision=None):
+    """`sampler` set up for `mode`; a new one if it computes in another precision.
+    precision: for the modes that do not fix theirs (default: the sampler's default)."""
+    graphs, kernels, last_scale, fixed = LEAN_MODES[mode]
+    device = next(var.parameters()).device
+    precision = fixed or precision or default_precision(device)
+    if sampler is None or sampler.precision_name != precision:
+        if sampler is not None:
+            sampler.release()
+        sampler = LeanSampler(var, vae, precision)
+    sampler.kernels, sampler.last_scale = kernels, last_scale
+    sampler.cuda_graphs = graphs and device.type == "cuda"
     return sampler
 
 
 def _row(device, mode, method, config, depth, subnet_depth, bridge, batch, memory_cap_gib, m,
-         params, kv_model, tflop, sampling, seed, extra=None) -> dict:
+         params, kv_model, tflop, sampling, seed, extra=None, precision=None) -> dict:
     lat = m["latency_s"]
     row = dict(gpu=device_name(device), mode=mode, method=method, config=config, depth=depth,
                subnet_depth=subnet_depth, bridge=bridge, batch=batch,
@@ -183,7 +200,8 @@ def _row(device, mode, method, config, depth, subnet_depth, bridge, batch, memor
                reserved_mib=m["reserved_mib"], kv_mib_costmodel=kv_model, tflop=tflop,
                tflop_per_s=tflop / lat if lat == lat else math.nan, error=m["error"],
                dtype="float16-autocast" if mode == "reference" and device.type == "cuda" else
-               ("bfloat16" if device.type == "cuda" else "float32"),
+               (PRECISIONS[precision].note if precision else "float32"),
+               precision="reference" if mode == "reference" else precision,
                cuda_graphs=mode in LEAN_MODES and LEAN_MODES[mode][0] and device.type == "cuda",
                cfg=sampling["cfg"], top_k=sampling["top_k"], top_p=sampling["top_p"],
                git_commit=git_commit(), torch_version=torch.__version__,
@@ -196,11 +214,10 @@ def _row(device, mode, method, config, depth, subnet_depth, bridge, batch, memor
 def profile_config(var: VAR, vae: VQVAE, subnet: Subnet | None, batch: int, mode: str,
                    memory_cap_gib: float | None = None, repeats: int = 5, warmup: int = 2, *,
                    sampler: LeanSampler | None = None, cfg: float = 1.5, top_k: int = 900,
-                   top_p: float = 0.96, seed: int = 0) -> dict:
+                   top_p: float = 0.96, seed: int = 0, lean_precision: str | None = None) -> dict:
     """One row: sampling `batch` images with `subnet` of `var` in `mode`, on var's device.
 
-    Lean modes use `sampler` (or a new LeanSampler, which casts var's weights to bf16 on
-    CUDA in place: run reference rows first)."""
+    Lean modes use `sampler` if it computes in the mode's precision (else a new one)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     device = next(var.parameters()).device
@@ -214,12 +231,13 @@ def profile_config(var: VAR, vae: VQVAE, subnet: Subnet | None, batch: int, mode
                 return generate(var, vae, labels, subnet, **kw).kv_bytes
         cleanup = None
     else:
-        sampler = _lean_sampler(var, vae, mode, sampler)
+        sampler = _lean_sampler(var, vae, mode, sampler, lean_precision)
         def run():
             sampler.generate(labels, subnet, **kw)
             return sampler.kv_bytes
         cleanup = sampler.release
     m = measure(run, device, repeats, warmup, memory_cap_gib, cleanup)
+    precision = None if mode == "reference" else sampler.precision_name
     shape = shape_of(var)
     d = subnet.subnet_depth
     n = subnet.bridge if not subnet.is_full else var.num_scales
@@ -228,13 +246,14 @@ def profile_config(var: VAR, vae: VQVAE, subnet: Subnet | None, batch: int, mode
     sampling = dict(cfg=cfg, top_k=top_k, top_p=top_p, repeats=repeats, warmup=warmup)
     return _row(device, mode, "var" if subnet.is_full else "variant",
                 "full" if subnet.is_full else subnet.name, var.depth, d, n, batch, memory_cap_gib,
-                m, params_bytes(var), kv_model, tflop, sampling, seed)
+                m, params_bytes(var if mode == "reference" else sampler.var), kv_model, tflop,
+                sampling, seed, precision=precision)
 
 
 def profile_code(drafter: VAR, refiner: VAR, vae: VQVAE, draft_scales: int, batch: int, mode: str,
                  memory_cap_gib: float | None = None, repeats: int = 5, warmup: int = 2, *,
                  samplers: tuple[LeanSampler, LeanSampler] | None = None, cfg: float = 1.5,
-                 top_k: int = 900, top_p: float = 0.96, seed: int = 0) -> dict:
+                 top_k: int = 900, top_p: float = 0.96, seed: int = 0, lean_precision: str | None = None) -> dict:
     """CoDe (Table 2): the drafter samples scales < draft_scales, the refiner prefills the
     drafted tokens in one block-causal pass and samples the rest. KV = the larger of the
     two caches; both models' parameters count."""
@@ -252,8 +271,9 @@ def profile_code(drafter: VAR, refiner: VAR, vae: VQVAE, draft_scales: int, batc
             return max(draft.kv_bytes, refined.kv_bytes)
         cleanup = None
     else:
-        samplers = samplers or (LeanSampler(drafter, vae), LeanSampler(refiner, vae))
-        ds, rs = (_lean_sampler(s.var, s.vae, mode, s) for s in samplers)
+        samplers = samplers or (None, None)
+        ds = _lean_sampler(drafter, vae, mode, samplers[0], lean_precision)
+        rs = _lean_sampler(refiner, vae, mode, samplers[1], lean_precision)
         def run():
             draft = ds.generate(labels, stop=draft_scales, **kw)
             rs.generate(labels, prefix=draft.tokens, **kw)
@@ -263,7 +283,7 @@ def profile_code(drafter: VAR, refiner: VAR, vae: VQVAE, draft_scales: int, batc
             rs.release()
     m = measure(run, device, repeats, warmup, memory_cap_gib, cleanup)
     K = drafter.num_scales
-    acc = _accounting(mode, drafter, samplers[0] if samplers else None)
+    acc = _accounting(mode, drafter, None if mode == "reference" else ds)
     s_d, s_r = shape_of(drafter), shape_of(refiner)
     draft_shape = VARShape(**{**s_d.__dict__, "patch_nums": s_d.patch_nums[:draft_scales]})
     kv_model = max(kv_cache_bytes(draft_shape, Subnet.full(s_d.depth, draft_scales), batch, acc),
@@ -273,7 +293,8 @@ def profile_code(drafter: VAR, refiner: VAR, vae: VQVAE, draft_scales: int, batc
     return _row(device, mode, "code", f"code_d{drafter.depth}x{draft_scales}+d{refiner.depth}x{K - draft_scales}",
                 drafter.depth, refiner.depth, draft_scales, batch, memory_cap_gib, m,
                 params_bytes(drafter, refiner), kv_model, tflop, sampling, seed,
-                extra=dict(refiner_depth=refiner.depth))
+                extra=dict(refiner_depth=refiner.depth),
+                precision=None if mode == "reference" else ds.precision_name)
 
 
 def _code_flops(s_d: VARShape, s_r: VARShape, n: int, batch: int) -> float:
@@ -343,8 +364,9 @@ def bench_sample(depth: int = 30, batches=(64,), subnet_depths=(30,), bridges=(6
                  modes=("reference", "lean"), memory_cap_gib=None, code: int | None = None,
                  code_refiner_depth: int = 16, repeats: int = 5, warmup: int = 2, seed: int = 0,
                  device: str | None = None, var_path=None, vae_path=None, cfg=1.5, top_k=900,
-                 top_p=0.96, trace_dir=None, trace_configs=None, log=print, on_row=None) -> list[dict]:
-    """Every (mode, config, batch) row; reference modes run first (lean casts to bf16).
+                 top_p=0.96, trace_dir=None, trace_configs=None, log=print, on_row=None,
+                 lean_precision: str | None = None) -> list[dict]:
+    """Every (mode, config, batch) row, reference mode first.
     on_row(rows) is called after each row (the CLI writes the parquet each time)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if var_path:
@@ -355,11 +377,11 @@ def bench_sample(depth: int = 30, batches=(64,), subnet_depths=(30,), bridges=(6
         var, vae = random_var(depth, device, seed), random_vae(device, seed)
     modes = sorted(dict.fromkeys(modes), key=lambda m: m != "reference")
     pairs = configs(var.depth, subnet_depths, bridges, extra)
-    kw = dict(cfg=cfg, top_k=top_k, top_p=top_p, seed=seed)
+    kw = dict(cfg=cfg, top_k=top_k, top_p=top_p, seed=seed, lean_precision=lean_precision)
     rows, sampler = [], None
     for mode in modes:
-        if mode != "reference" and sampler is None:
-            sampler = LeanSampler(var, vae)
+        if mode != "reference":
+            sampler = _lean_sampler(var, vae, mode, sampler, lean_precision)
         for batch in batches:
             for d, n in pairs:
                 row = profile_config(var, vae, var.subnet(d, n), batch, mode, memory_cap_gib,
@@ -368,14 +390,14 @@ def bench_sample(depth: int = 30, batches=(64,), subnet_depths=(30,), bridges=(6
                 log(_fmt(row))
                 if on_row:
                     on_row(rows)
-                if (trace_dir and mode == "lean" and device.type == "cuda" and not row["oom"]
+                if (trace_dir and mode in ("lean", "lean-bf16") and device.type == "cuda" and not row["oom"]
                         and (not trace_configs or row["config"] in trace_configs)):
                     trace_lean(sampler, var, var.subnet(d, n), batch,
-                               Path(trace_dir) / f"trace_{row['config']}_b{batch}.txt",
+                               Path(trace_dir) / f"trace_{mode}_{row['config']}_b{batch}.txt",
                                cfg=cfg, top_k=top_k, top_p=top_p)
             if code:
                 refiner = random_var(code_refiner_depth, device, seed + 1)
-                samplers = None if mode == "reference" else (sampler, LeanSampler(refiner, vae))
+                samplers = None if mode == "reference" else (sampler, None)
                 row = profile_code(var, refiner, vae, code, batch, mode, memory_cap_gib, repeats,
                                    warmup, samplers=samplers, **kw)
                 rows.append(row)
@@ -416,6 +438,8 @@ def _add_options(p):
     p.add_argument("--bridge", type=int, nargs="+", default=[6])
     p.add_argument("--config", nargs="*", default=[], metavar="D:N", help="extra (d, N) pairs")
     p.add_argument("--modes", nargs="+", default=["reference", "lean"], choices=MODES)
+    p.add_argument("--lean-precision", choices=list(PRECISIONS), default=None,
+                   help="precision of the lean modes that do not fix one (default: the sampler's)")
     p.add_argument("--memory-cap-gib", type=float, default=None)
     p.add_argument("--code", type=int, default=None, metavar="N",
                    help="also profile CoDe: the drafter samples N scales, a VAR-d16 the rest")
@@ -485,6 +509,7 @@ def _main(args) -> int:
                         warmup=args.warmup, seed=args.seed, device=args.device, var_path=args.var,
                         vae_path=args.vae, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
                         trace_dir=args.trace_dir, trace_configs=args.trace_configs, log=lambda s: print(s, flush=True),
+                        lean_precision=args.lean_precision,
                         on_row=lambda rows: write_rows(rows, args.out, before=before))
     if P is not None:   # the stage's rows say which profile and params made them
         for row in rows:

@@ -6,17 +6,27 @@ Every evaluate job compares its samples with the same reference set (ImageNet 25
 reference batch in the paper profile, the generated eval split in tiny), so its features
 are extracted once, through torch-fidelity's extractor and its documented preprocessing,
 and cached: `stats.npz` holds the FID/PRC-layer features (precision and recall need them,
-not only the statistics), their mean and covariance, and `meta`, a JSON record of what
-they were computed from: sha256 of the reference input and of the extractor weights. The
-same record is written beside it as `stats.json` for people and for git.
+not only the statistics), the mean and covariance FID compares with, and `meta`, a JSON
+record of what they were computed from: sha256 of the reference input and of the extractor
+weights, and which statistics FID uses. The same record is written beside it as
+`stats.json` for people and for git.
 
-`load()` refuses a cache that does not match the reference, weights or extractor the
-caller names; Snakemake recomputes it when the reference input or the weights change.
-A reference batch .npz that carries its own `mu`/`sigma` (the ADM format) is read through
-its `arr_0` images; the FID between its statistics and ours is recorded, as a check.
+ADM's protocol (what VAR and the paper report): the reference batch .npz holds `arr_0`
+(10,000 images) and `mu`/`sigma`, the Inception statistics of the whole ImageNet training
+set. FID compares with those stored statistics; the 10,000 images' own statistics would
+put FID 1-6 points higher. The images' features serve precision and recall. So when the
+.npz carries mu/sigma of the extractor's feature dimension they are cached for FID (as
+float64), and the FID between them and the images' own statistics is recorded as a check;
+otherwise (a directory of images, no mu/sigma, or another dimension, e.g. the tiny
+extractor on an ADM batch) the statistics are computed from the images and the record says
+why.
+
+`load()` refuses a cache that does not match the reference, weights, extractor or format
+the caller names; Snakemake recomputes it when the reference input or the weights change.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -25,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import revisions
 from .atomic import atomic_path, write_text
 from .checkpoint import sha256_file
 from .config import load_params
-from .metrics import INCEPTION, ReferenceStats, fid_statistics_to_metric, inception_weights_location
+from .metrics import COMPUTED, INCEPTION, STORED, ReferenceStats, fid_statistics_to_metric, inception_weights_location
 
-FORMAT = 1
+FORMAT = revisions.REFERENCE_STATS
 
 
 def input_sha256(path) -> str:
@@ -58,15 +69,22 @@ def weights_file(extractor: str, weights) -> Path:
     return path
 
 
-def _batch_stats_fid(reference: Path, stats: ReferenceStats) -> float | None:
-    """FID between a reference batch's own mu/sigma (if it has them, of our dimension) and ours."""
+def batch_statistics(reference: Path, dim: int) -> tuple[dict | None, str]:
+    """(mu, sigma) stored in a reference batch .npz (ADM's layout), as float64, if they are
+    of the extractor's feature dimension `dim`, else None; and why, for the record."""
     if reference.suffix != ".npz":
-        return None
+        return None, f"{reference.name} is a directory of images, not a reference batch .npz"
     with np.load(reference) as f:
-        if not {"mu", "sigma"} <= set(f.files) or f["mu"].shape != stats.mu.shape:
-            return None
-        theirs = {"mu": f["mu"].astype(stats.mu.dtype), "sigma": f["sigma"].astype(stats.sigma.dtype)}
-    return fid_statistics_to_metric(theirs, {"mu": stats.mu, "sigma": stats.sigma}, False)["frechet_inception_distance"]
+        if not {"mu", "sigma"} <= set(f.files):
+            return None, f"{reference.name} has no mu/sigma"
+        mu, sigma = f["mu"], f["sigma"]
+    if mu.shape != (dim,) or sigma.shape != (dim, dim):
+        return None, (f"{reference.name}'s mu/sigma have shapes {mu.shape}/{sigma.shape}, "
+                      f"the extractor's features are {dim}-d")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{reference}: its mu/sigma hold non-finite values")
+    return {"mu": mu.astype(np.float64), "sigma": sigma.astype(np.float64)}, \
+        f"{reference.name} carries mu/sigma of the extractor's {dim}-d features"
 
 
 def build(params: dict, reference, out, weights=None, device=None) -> dict:
@@ -77,11 +95,20 @@ def build(params: dict, reference, out, weights=None, device=None) -> dict:
     t0 = time.time()
     ref_sha = input_sha256(reference)
     stats = ReferenceStats.compute(reference, extractor, weights, device or params["device"])
+    stored, why = batch_statistics(reference, stats.features.shape[1])
+    check = None
+    if stored is not None:
+        # the cross-check: the batch's statistics against those of its own images
+        check = fid_statistics_to_metric(stored, {"mu": stats.mu, "sigma": stats.sigma},
+                                         False)[torch_fidelity.KEY_METRIC_FID]
+        stats = dataclasses.replace(stats, mu=stored["mu"], sigma=stored["sigma"], fid_statistics=STORED)
     meta = {"format": FORMAT, "extractor": extractor, "reference": str(reference), "reference_sha256": ref_sha,
             "weights_sha256": sha256_file(weights_file(extractor, weights)),
             "num_images": len(stats.features), "image_size": list(stats.size),
             "feature_dim": int(stats.features.shape[1]), "torch_fidelity": torch_fidelity.__version__,
-            "fid_vs_batch_statistics": _batch_stats_fid(reference, stats),
+            "fid_statistics": stats.fid_statistics, "fid_statistics_why": why,
+            "prc_reference": f"features of the {len(stats.features)} reference images",
+            "fid_vs_batch_statistics": check,
             "seconds": round(time.time() - t0, 2)}
     with atomic_path(out, suffix=".tmp.npz") as tmp:
         np.savez(tmp, features=stats.features.numpy(), mu=stats.mu, sigma=stats.sigma,
@@ -105,8 +132,10 @@ def load(path, extractor: str, reference=None, weights=None) -> ReferenceStats:
         raise ValueError(f"{path}: not a reference-statistics file ({type(e).__name__}: {e}); "
                          "delete it and run `variant reference-stats`") from e
     rerun = "; rerun `variant reference-stats` (Snakemake does when its inputs change)"
-    if meta.get("format") != FORMAT or meta["extractor"] != extractor:
-        raise ValueError(f"{path}: computed with extractor {meta['extractor']!r} (format {meta.get('format')}), "
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: a format {meta.get('format')} cache, this version reads format {FORMAT}{rerun}")
+    if meta["extractor"] != extractor:
+        raise ValueError(f"{path}: computed with extractor {meta['extractor']!r}, "
                          f"params evaluate.extractor is {extractor!r}{rerun}")
     wsha = sha256_file(weights_file(extractor, weights))
     if meta["weights_sha256"] != wsha:
@@ -115,7 +144,10 @@ def load(path, extractor: str, reference=None, weights=None) -> ReferenceStats:
     if reference is not None and meta["reference_sha256"] != (rsha := input_sha256(reference)):
         raise ValueError(f"{path}: computed from reference sha256 {meta['reference_sha256'][:12]}... "
                          f"({meta['reference']}), but {reference} is {rsha[:12]}...{rerun}")
-    return ReferenceStats(torch.from_numpy(features), mu, sigma, tuple(meta["image_size"]), extractor)
+    if meta.get("fid_statistics") not in (COMPUTED, STORED):
+        raise ValueError(f"{path}: records no known fid_statistics ({meta.get('fid_statistics')!r}){rerun}")
+    return ReferenceStats(torch.from_numpy(features), mu, sigma, tuple(meta["image_size"]), extractor,
+                          meta["fid_statistics"])
 
 
 def add_parser(sub):
@@ -133,4 +165,5 @@ def _main(a) -> int:
     meta = build(load_params(a.params, a.profile), a.reference, a.out, a.weights, a.device)
     print(f"{a.out}: {meta['num_images']} reference images, {meta['feature_dim']}-d {meta['extractor']} "
           f"features, reference sha256 {meta['reference_sha256'][:12]}..., {meta['seconds']} s")
+    print(f"FID statistics: {meta['fid_statistics']} ({meta['fid_statistics_why']})")
     return 0

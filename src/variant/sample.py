@@ -8,6 +8,13 @@ restarted job skips the shards already on disk that carry its key (checkpoint sh
 configuration, sampling knobs) and regenerates stale ones. Images are stored as 8-bit
 RGB (what a PNG holds) in the ADM evaluation format: an .npz with `arr_0` (N, H, W, 3)
 uint8, plus `labels`.
+
+The packed file is not class-sorted: ADM's evaluator takes the Inception Score over
+contiguous splits of 5,000 without shuffling, so a class-sorted file would score each
+split on 100 of the 1,000 classes. `pack` writes images and labels in a seeded,
+class-balanced order (pack_order; any contiguous split holds every class equally often,
+give or take one) and records `sample_index`, each image's index in generation order:
+`arr_0[np.argsort(sample_index)]` is the class-sorted order again (class_sorted).
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import json
 import os
 import re
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -53,15 +61,54 @@ def class_labels(num_classes: int, per_class: int) -> np.ndarray:
     return np.repeat(np.arange(num_classes), per_class)
 
 
+def order_seed(seed: int) -> int:
+    """The packed file's shuffle seed, from sample.seed (32 bits: RandomState's range)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:order".encode()).digest()[:4], "little")
+
+
+def pack_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded permutation of class-sorted images whose contiguous runs are class-balanced:
+    round r holds one image of every class (a seeded draw within the class), the classes in
+    one seeded order every round, so any n consecutive images hold each class n/C times,
+    rounded down or up. RandomState because its stream is frozen across NumPy versions."""
+    rng = np.random.RandomState(seed)
+    classes, cls = np.unique(labels, return_inverse=True)
+    slot = rng.permutation(len(classes))[cls]           # a class's place within each round
+    rank = np.empty(len(labels), np.int64)               # an image's round
+    for c in range(len(classes)):
+        idx = np.flatnonzero(cls == c)
+        rank[idx] = rng.permutation(len(idx))
+    return np.lexsort((slot, rank))
+
+
+def class_sorted(f, path) -> np.ndarray:
+    """Indices that put a sample file (`f`, the open .npz at `path`) back in generation
+    order, class-sorted; files packed before the shuffle have no sample_index and are in
+    that order already."""
+    n = len(f["labels"])
+    if "sample_index" not in f.files:
+        return np.arange(n)
+    index = f["sample_index"]
+    if not np.array_equal(np.sort(index), np.arange(n)):
+        raise ValueError(f"{path}: sample_index is not a permutation of its {n} images; "
+                         "repack it (variant sample --pack)")
+    return np.argsort(index)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8, rounded to nearest."""
     return images.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def save_npz(path: Path, **arrays):
-    """Atomic write, so a killed job never leaves a shard that looks finished."""
-    with atomic_path(path, suffix=".tmp.npz") as tmp:
-        np.savez(tmp, **arrays)
+    """np.savez's layout (uncompressed, zip64, what np.load and ADM's evaluator read), with
+    a fixed zip timestamp so equal arrays give an equal file (np.savez stamps the time), and
+    atomic, so a killed job never leaves a shard that looks finished."""
+    with atomic_path(path, suffix=".tmp.npz") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for name, array in arrays.items():
+            with z.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w",
+                        force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
 
 
 def shard_key(params: dict, config: str, checkpoint_sha256: str) -> str:
@@ -91,7 +138,8 @@ def load_shard(path: Path, expected: int, key: str | None = None) -> dict:
 
 
 def make_sampler(var, vae, device):
-    """The lean sampler on a GPU (bf16, preallocated cache); the reference one on a CPU,
+    """The lean sampler on a GPU (its default precision, as close to float32 as the
+    reference's fp16 autocast: `variant bench precision`); the reference one on a CPU,
     where float32 keeps the tiny profile exact. Both take the same arguments."""
     if torch.device(device).type == "cuda":
         return LeanSampler(var, vae).generate
@@ -153,7 +201,8 @@ def run_sample(params: dict, var_path, vae_path, config: str, out: str | os.Path
 
 
 def pack(params: dict, var_path, config: str, out, key: str | None = None) -> Path:
-    """Check every shard (count, key) and write the ADM-format .npz; cheap, no model."""
+    """Check every shard (count, key) and write the ADM-format .npz in pack_order; cheap, no
+    model. No `mu`/`sigma` keys: ADM's evaluator would take those as the file's statistics."""
     out = Path(out)
     labels, size, n_shards = class_labels(params["data"]["num_classes"], params["sample"]["per_class"]), \
         *dag.shard_layout(params)
@@ -162,9 +211,22 @@ def pack(params: dict, var_path, config: str, out, key: str | None = None) -> Pa
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {n_shards} shard(s) missing, e.g. {missing[0]}: "
                                 f"run `variant sample --shards` for them")
-    parts = [load_shard(shard_path(out, s), len(labels[s * size:(s + 1) * size]), key) for s in range(n_shards)]
-    save_npz(out, arr_0=np.concatenate([p["arr_0"] for p in parts]),
-             labels=np.concatenate([p["labels"] for p in parts]),
+    seed = order_seed(params["sample"]["seed"])
+    index = pack_order(labels, seed)   # a function of the profile only: equal for every configuration
+    where = np.argsort(index)          # each generated image's position in the packed file
+    images = None
+    for s in range(n_shards):          # one shard in memory at a time, beside the packed array
+        path, lab = shard_path(out, s), labels[s * size:(s + 1) * size]
+        shard = load_shard(path, len(lab), key)
+        if not np.array_equal(shard["labels"], lab):   # pack_order assumes the class-major labels
+            raise ValueError(f"{path}: labels are not the profile's class-major ones; delete it to regenerate")
+        if images is None:
+            images = np.empty((len(labels), *shard["arr_0"].shape[1:]), np.uint8)
+        if shard["arr_0"].shape[1:] != images.shape[1:]:
+            raise ValueError(f"{path}: images are {shard['arr_0'].shape[1:]}, shard 0's {images.shape[1:]}; "
+                             "delete it to regenerate")
+        images[where[s * size:(s + 1) * size]] = shard["arr_0"]
+    save_npz(out, arr_0=images, labels=labels[index], sample_index=index, order_seed=np.array(seed),
              checkpoint_sha256=np.array(sha256_file(var_path)), config=np.array(config),
              seed=np.array(params["sample"]["seed"]))
     return out
@@ -211,8 +273,9 @@ def _sample_main(a) -> int:
 
 
 def sample_grid(npz_files: list[str], titles: list[str], out_stem: str | os.PathLike, per_row: int = 8):
-    """Figures 4 and 6: one row per configuration, the first image of `per_row` classes,
-    so rows compare the same class (and seed position) across configurations."""
+    """Figures 4 and 6: one row per configuration, the first image in generation order of
+    `per_row` classes, so rows compare the same class (and seed position) across
+    configurations whatever order the file stores them in."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -220,9 +283,10 @@ def sample_grid(npz_files: list[str], titles: list[str], out_stem: str | os.Path
     rows = []
     for path in npz_files:
         with np.load(path) as f:
-            images, labels = f["arr_0"], f["labels"]
+            order = class_sorted(f, path)
+            images, labels = f["arr_0"], f["labels"][order]
         classes = np.unique(labels)[:per_row]
-        rows.append([images[np.flatnonzero(labels == c)[0]] for c in classes])
+        rows.append([images[order[np.flatnonzero(labels == c)[0]]] for c in classes])
     n_cols = max(len(r) for r in rows)
     fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.1 * n_cols + 1.2, 1.1 * len(rows)), squeeze=False)
     for i, (row, title) in enumerate(zip(rows, titles)):

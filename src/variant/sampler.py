@@ -10,17 +10,26 @@ Two modes compute the same tokens:
   every layer keeps the last scale; under fp16 autocast keys are float32 (they come out
   of the fp32 L2 normalisation) and values float16, as the reference holds them.
 - `lean` (`LeanSampler`): one KV buffer per (D, d, N, batch), allocated before sampling,
-  in the activation dtype (bf16 on a GPU), sized by costmodel.tokens_per_layer(...,
-  last_scale=False); the last scale's keys and values are attended to but never stored;
-  fused attention, per-sample AdaLN projections, guidance applied before the (linear)
-  head, and on CUDA one captured graph per configuration.
+  in the matmul dtype, sized by costmodel.tokens_per_layer(..., last_scale=False); the
+  last scale's keys and values are attended to but never stored; fused attention,
+  per-sample AdaLN projections, guidance applied before the (linear) head, and on CUDA
+  one captured graph per configuration.
+
+The lean sampler's arithmetic follows a `Precision` (PRECISIONS). The default on a GPU,
+`fp16`, keeps the reference's fp16 matmuls and everything else in float32, so it stays
+at least as close to a float32 run as the reference's own fp16 autocast does
+(`variant bench precision` measures it); `bf16` is faster and further away, an opt-in.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .costmodel import VARShape, tokens_per_layer
@@ -152,18 +161,22 @@ def generate(var: VAR, vae: VQVAE, labels: torch.Tensor, subnet: Subnet | None =
              cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0,
              generator: torch.Generator | None = None, decode: bool = True,
              record_logits: bool = False, make_cache=ConcatKVCache, mode: str = "reference",
-             prefix: list[torch.Tensor] | None = None, stop: int | None = None) -> Samples:
+             prefix: list[torch.Tensor] | None = None, stop: int | None = None,
+             forced_tokens: list[torch.Tensor] | None = None) -> Samples:
     """Sample one image per label. At scale k the logits are guided as
     (1 + t) * cond - t * uncond with t = cfg * k / (K - 1).
 
     mode="lean" runs LeanSampler (without CUDA graphs); keep a LeanSampler to sample
     many batches. prefix: token maps of the first scales, drafted elsewhere, that this
     model prefills into its cache (CoDe's refiner); stop: sample scales < stop only
-    (CoDe's drafter). Tokens returned are the sampled scales only.
+    (CoDe's drafter). Tokens returned are the sampled scales only. forced_tokens: take
+    these tokens (one map per sampled scale) instead of sampling, to compare the logits of
+    two numerics on the same inputs (`variant bench precision`).
     """
     if mode == "lean":
         return LeanSampler(var, vae, cuda_graphs=False).generate(
-            labels, subnet, cfg, top_k, top_p, generator, decode, record_logits, prefix, stop)
+            labels, subnet, cfg, top_k, top_p, generator, decode, record_logits, prefix, stop,
+            forced_tokens)
     if mode != "reference":
         raise ValueError(f"mode must be 'reference' or 'lean', got {mode!r}")
     check_pair(var, vae)
@@ -191,7 +204,7 @@ def generate(var: VAR, vae: VQVAE, labels: torch.Tensor, subnet: Subnet | None =
         logits = var.logits(x, cond)
         t = cfg * k / (K - 1)
         guided = (1 + t) * logits[:B] - t * logits[B:]
-        idx = sample_tokens(guided, top_k, top_p, generator)
+        idx = forced_tokens[k - n0] if forced_tokens else sample_tokens(guided, top_k, top_p, generator)
         f_hat = f_hat + vae.quantize.upsampled(idx, k, H)
         out.tokens.append(idx)
         if record_logits:
@@ -347,21 +360,23 @@ def split_qkv(qkv, k_out, v_out, k_scale, use_triton: bool = False):
     return qk[:, :, 0]
 
 
-def add_ln_mod(x, a, gate, shift, scale, eps: float, use_triton: bool = False):
+def add_ln_mod(x, a, gate, shift, scale, eps: float, use_triton: bool = False, out_dtype=None):
     """(x + a * gate, LayerNorm(x + a * gate) * scale + shift); a=None skips the residual.
-    gate, shift, scale: (B, 1, C), scale with the AdaLN's +1 included.
+    gate, shift, scale: (B, 1, C), scale with the AdaLN's +1 included. The sum keeps x's
+    dtype, the normalised output is `out_dtype` (default x's): the next matmul's input.
     The fused kernel updates x in place (one program reads its whole row before writing
     it), so callers must treat x as consumed."""
     B, L, C = x.shape
+    out_dtype = out_dtype or x.dtype
     if use_triton and x.is_contiguous() and (a is None or a.is_contiguous()):
-        h = torch.empty_like(x)
+        h = torch.empty_like(x, dtype=out_dtype)
         _add_ln_mod_kernel[(B * L,)](x, x if a is None else a, shift if gate is None else gate,
                                      shift, scale, x, h, L, C, eps, HAS_A=a is not None,
                                      BLOCK=triton.next_power_of_2(C), num_warps=8 if C >= 1024 else 4)
         return x, h
     if a is not None:
         x = torch.addcmul(x, a, gate)
-    return x, torch.addcmul(shift, F.layer_norm(x, (C,), eps=eps), scale)
+    return x, torch.addcmul(shift, F.layer_norm(x, (C,), eps=eps), scale).to(out_dtype)
 
 
 _CUDNN_LSE = [True]   # cleared the first time this build's cuDNN attention refuses
@@ -404,6 +419,59 @@ def attend_split(q, k1, v1, k2, v2, scale, use_triton: bool = False):
     return torch.lerp(o2, o1, torch.sigmoid(lse1 - lse2).unsqueeze(-1).to(o1.dtype))
 
 
+@dataclass(frozen=True)
+class Precision:
+    """The dtypes of the lean sampler's arithmetic."""
+    matmul: torch.dtype   # block weights, matmul inputs and outputs, attention, KV cache
+    stream: torch.dtype   # residual stream, LayerNorm statistics, AdaLN terms, embeddings
+    head: torch.dtype     # the head's normalisation, guidance and logits
+    faithful: bool        # at least as close to float32 as the reference's fp16 autocast
+    note: str
+
+
+PRECISIONS = {
+    "fp16": Precision(torch.float16, torch.float32, torch.float32, True,
+                      "fp16 matmuls and KV cache as the reference's autocast; float32 residual "
+                      "stream, normalisation, AdaLN terms and logits (head in TF32)"),
+    "fp32": Precision(torch.float32, torch.float32, torch.float32, True, "float32 throughout"),
+    "bf16-fp32": Precision(torch.bfloat16, torch.float32, torch.float32, False,
+                           "bf16 matmuls and KV cache, float32 stream and logits (opt-in: "
+                           "further from float32 than the reference)"),
+    "bf16": Precision(torch.bfloat16, torch.bfloat16, torch.bfloat16, False,
+                      "bf16 throughout (opt-in: further from float32 than the reference)"),
+}
+
+
+def default_precision(device: torch.device) -> str:
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def sampling_copy(var: VAR, precision: Precision) -> VAR:
+    """The model in the precision's dtypes, leaving `var` as it is: blocks in the matmul
+    dtype, embeddings in the stream dtype, the head in the head dtype. Blocks are copied
+    one at a time, so a large model is never held twice in float32."""
+    out = copy.deepcopy(var, memo={id(var.blocks): nn.ModuleList()}).to(precision.stream)
+    out.head_nm.to(precision.head)
+    out.head.to(precision.head)
+    out.blocks = nn.ModuleList(copy.deepcopy(b).to(precision.matmul) for b in var.blocks)
+    return out.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _tf32_head(enabled: bool):
+    """TF32 for the float32 head: its inputs keep 10 mantissa bits, as the reference's
+    fp16 head, and its logits stay float32 (the reference's are rounded to fp16)."""
+    if not enabled:
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @dataclass
 class _Plan:
     """What one configuration (subnet, batch, guidance, prefix/stop) keeps between calls."""
@@ -417,10 +485,12 @@ class _Plan:
 class LeanSampler:
     """KV-lean sampling of one VAR, any (d, N), without reloading weights.
 
-    The model's weights are cast in place to `dtype` (default bf16 on CUDA, unchanged on
-    CPU). Each configuration gets its KV buffer once; on CUDA its whole sampling pass is
-    captured once as a CUDA graph and replayed (fresh random numbers on each replay).
-    At most `max_plans` configurations stay allocated; older ones are freed.
+    The sampler computes with its own copy of the weights in the dtypes of `precision`
+    (a PRECISIONS name; default fp16 on CUDA, fp32 on a CPU); the caller's model is not
+    changed, and may be dropped to free its memory. Each configuration gets its KV buffer
+    once; on CUDA its whole sampling pass is captured once as a CUDA graph and replayed
+    (fresh random numbers on each replay). At most `max_plans` configurations stay
+    allocated; older ones are freed.
 
     kernels: "triton" fuses the elementwise work on CUDA (split_qkv, add_ln_mod), "torch"
     runs the same arithmetic as plain torch ops. last_scale: "split" attends to the cache
@@ -428,24 +498,30 @@ class LeanSampler:
     concatenates them for the layer being computed.
     """
 
-    def __init__(self, var: VAR, vae: VQVAE, dtype: torch.dtype | None = None,
+    def __init__(self, var: VAR, vae: VQVAE, precision: str | None = None,
                  cuda_graphs: bool = True, max_plans: int = 1, kernels: str = "triton",
                  last_scale: str = "split"):
         check_pair(var, vae)
         device = next(var.parameters()).device
-        if dtype is None:
-            dtype = torch.bfloat16 if device.type == "cuda" else next(var.parameters()).dtype
-        self.var, self.vae, self.dtype, self.device = var.to(dtype).eval(), vae.eval(), dtype, device
+        self.precision_name = precision or default_precision(device)
+        if self.precision_name not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        p = self.precision = PRECISIONS[self.precision_name]
+        if not p.faithful:
+            warnings.warn(f"lean sampler precision {self.precision_name}: {p.note}", stacklevel=2)
+        self.dtype, self.device = p.matmul, device          # dtype: the KV cache's
+        self.var, self.vae = sampling_copy(var, p), vae.eval()
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self.max_plans = max_plans
         self.kernels, self.last_scale = kernels, last_scale
         self.plans: dict[tuple, _Plan] = {}
         with torch.no_grad():  # per-block constants, computed once
-            self.qkv_bias = [torch.cat((b.attn.q_bias, b.attn.zero_k_bias.to(dtype), b.attn.v_bias))
-                             for b in var.blocks]
-            self.k_scale = [b.attn.scale_mul_1H11.clamp_max(math.log(100)).exp().flatten().float()
+            self.qkv_bias = [torch.cat((b.attn.q_bias, b.attn.zero_k_bias, b.attn.v_bias))
+                             for b in self.var.blocks]
+            # the attention temperature from the float32 parameter, as the reference has it
+            self.k_scale = [b.attn.scale_mul_1H11.float().clamp_max(math.log(100)).exp().flatten()
                             if b.attn.attn_l2_norm else None for b in var.blocks]
-            self.level_pos = [var.level_pos(k) for k in range(var.num_scales)]
+            self.level_pos = [self.var.level_pos(k) for k in range(var.num_scales)]
 
     def release(self):
         """Free every configuration's cache and graph."""
@@ -511,11 +587,11 @@ class LeanSampler:
         state.clear()
         f, g = pending or (None, None)
         del pending
-        x, h = add_ln_mod(x, f, g, shift1, scale1, eps, self._triton)
+        x, h = add_ln_mod(x, f, g, shift1, scale1, eps, self._triton, self.dtype)
         del f
         a = self._attention(i, h, cache, store, mask)
         del h
-        x, h = add_ln_mod(x, a, gamma1, shift2, scale2, eps, self._triton)
+        x, h = add_ln_mod(x, a, gamma1, shift2, scale2, eps, self._triton, self.dtype)
         del a
         state += [x, (self._ffn(self.var.blocks[i].ffn, h), gamma2)]
 
@@ -534,9 +610,11 @@ class LeanSampler:
     def _modulations(self, cond_blocks, layers):
         """Each block's AdaLN terms (shift1, 1+scale1, gamma1, shift2, 1+scale2, gamma2): the
         class condition is the same at every scale, so once per sample, not per scale."""
-        mods = {}
+        mods, stream = {}, self.precision.stream
         for i in layers:
-            g1, g2, s1, s2, b1, b2 = self.var.blocks[i].modulation(cond_blocks)
+            block = self.var.blocks[i]
+            inp = cond_blocks if block.shared_aln else cond_blocks.to(self.dtype)
+            g1, g2, s1, s2, b1, b2 = (t.to(stream) for t in block.modulation(inp))
             mods[i] = tuple(t.contiguous() for t in (b1, s1 + 1, g1, b2, s2 + 1, g2))
         return mods
 
@@ -544,26 +622,33 @@ class LeanSampler:
         """Guidance mixes the head's input: the head is linear, so
         head((1+t) a - t b) = (1+t) head(a) - t head(b), at half the cost."""
         scale, shift = cond_head
+        x = x.to(scale.dtype)
         h = torch.addcmul(shift, F.layer_norm(x, (x.shape[-1],), eps=self.var.head_nm.ln_wo_grad.eps), scale)
         return self.var.head(h[:B] * (1 + t) - h[B:] * t)
 
-    def _run(self, plan: _Plan, subnet: Subnet, cfg, top_k, top_p, stop, generator=None, record=None):
+    def _run(self, plan: _Plan, subnet: Subnet, cfg, top_k, top_p, stop, generator=None, record=None,
+             forced=None):
         """One sampling pass on the plan's static inputs; returns (tokens, f_hat)."""
-        var, vae, q = self.var, self.vae, self.vae.quantize
+        with _tf32_head(self.device.type == "cuda" and self.precision.head == torch.float32
+                        and self.precision.matmul != torch.float32):
+            return self._pass(plan, subnet, cfg, top_k, top_p, stop, generator, record, forced)
+
+    def _pass(self, plan, subnet, cfg, top_k, top_p, stop, generator, record, forced):
+        var, vae, q, stream = self.var, self.vae, self.vae.quantize, self.precision.stream
         labels, prefix, cache = plan.labels, plan.prefix, plan.cache
         B, K, H, n0 = labels.shape[0], var.num_scales, var.patch_nums[-1], len(plan.prefix)
         cache.reset()
         cond, cond_blocks = var.condition(torch.cat((labels, torch.full_like(labels, var.num_classes))))
         ran = {i for k in range(stop) for i in subnet.layers_at(k)}
         mods = self._modulations(cond_blocks, sorted(ran))
-        ada = var.head_nm.ada_lin(cond).view(-1, 1, 2, var.width).unbind(2)
+        ada = var.head_nm.ada_lin(cond.to(self.precision.head)).view(-1, 1, 2, var.width).unbind(2)
         cond_head = (ada[0] + 1, ada[1])
         if n0:
             x, f_hat = prefix_inputs(var, vae, cond, prefix, q.upsampled_by_matmul)
             mask = prefix_mask(var, n0, x.device)
             state, x = [x, None], None
             x = self._layers(subnet.layers_at(0), state, mods, cache, True, mask)
-            x = (var.word_embed(q.next_input(f_hat, n0).to(self.dtype)) + self.level_pos[n0]).repeat(2, 1, 1)
+            x = (var.word_embed(q.next_input(f_hat, n0).to(stream)) + self.level_pos[n0]).repeat(2, 1, 1)
         else:
             x = var.first_tokens(cond)
             f_hat = torch.zeros(B, var.cvae, H, H, device=labels.device)
@@ -573,14 +658,14 @@ class LeanSampler:
             state, x = [x, None], None
             x = self._layers(subnet.layers_at(k), state, mods, cache, not last)
             guided = self._guided_logits(x, cond_head, B, cfg * k / (K - 1))
-            idx = sample_tokens_sorted(guided, top_k, top_p, generator)
+            idx = forced[k - n0] if forced else sample_tokens_sorted(guided, top_k, top_p, generator)
             f_hat = f_hat + q.upsampled_by_matmul(idx, k, H)
             tokens.append(idx)
             if record is not None:
                 record.append(guided.float())
             del guided   # (B, l, V): not kept alive through the next scale
             if not last:
-                x = (var.word_embed(q.next_input(f_hat, k + 1).to(self.dtype)) + self.level_pos[k + 1]).repeat(2, 1, 1)
+                x = (var.word_embed(q.next_input(f_hat, k + 1).to(stream)) + self.level_pos[k + 1]).repeat(2, 1, 1)
         return tokens, f_hat
 
     def _plan(self, key, subnet, B, n0, stop) -> _Plan:
@@ -611,7 +696,8 @@ class LeanSampler:
     @torch.no_grad()
     def generate(self, labels, subnet: Subnet | None = None, cfg: float = 1.5, top_k: int = 0,
                  top_p: float = 0.0, generator=None, decode: bool = True, record_logits: bool = False,
-                 prefix: list[torch.Tensor] | None = None, stop: int | None = None) -> Samples:
+                 prefix: list[torch.Tensor] | None = None, stop: int | None = None,
+                 forced_tokens: list[torch.Tensor] | None = None) -> Samples:
         """Same contract as `generate` (record_logits keeps the guided logits only)."""
         var = self.var
         subnet = subnet or var.subnet()
@@ -623,8 +709,8 @@ class LeanSampler:
         for buf, tok in zip(plan.prefix, prefix or ()):
             buf.copy_(tok)
         record = [] if record_logits else None
-        run = lambda: self._run(plan, subnet, cfg, top_k, top_p, stop, generator, record)
-        if self.cuda_graphs and generator is None and not record_logits:
+        run = lambda: self._run(plan, subnet, cfg, top_k, top_p, stop, generator, record, forced_tokens)
+        if self.cuda_graphs and generator is None and not record_logits and not forced_tokens:
             if plan.graph is None:
                 self._capture(plan, run)
             plan.graph.replay()

@@ -43,6 +43,11 @@ Everything random is keyed by (seed, step) or (seed, epoch), never by a process'
     inputs (teacher-forcing f_hat features) lam x_a + (1 - lam) x_b, the class conditions
     (class embeddings, through a hook on class_emb) likewise, and the loss is
     lam CE(logits, tokens_a) + (1 - lam) CE(logits, tokens_b).
+  - stochastic depth (params train.drop_path, the rate of the last block; block i drops
+    with linspace(0, rate, D)[i], as the reference): each block draws its per-sample masks
+    on the device, from the process RNG, which is re-seeded by (seed, step, micro-batch
+    index) before each micro-batch. So the masks are the same after a resume and for every
+    world size at one micro-batch size (a different micro-batch size draws other masks).
 A global batch of G = world x micro x accumulation samples is cut into world x accum
 micro-batches in a fixed order; gradients are averaged by an explicit bucketed all-reduce
 after accumulation (gloo on CPU, nccl on GPU), so 2 processes x 1 micro-batch equal 1
@@ -86,7 +91,7 @@ from .supernet import Subnet
 from .tokenize import (TokenDataset, _bench_parsers, atomic_torch_save, progress, seed_of,
                        split_scales)
 
-STREAM_SUBNET, STREAM_DROP, STREAM_MIX, STREAM_ORDER, STREAM_FLIP = range(5)
+STREAM_SUBNET, STREAM_DROP, STREAM_MIX, STREAM_ORDER, STREAM_FLIP, STREAM_DROP_PATH = range(6)
 LOG_COLUMNS = ["run", "step", "epoch", "subnet_prob", "used_subnet", "loss", "loss_full",
                "loss_subnet", "lr", "tokens_per_s"]
 PHASE1_P, PHASE3_P = 0.2, 1.0
@@ -300,6 +305,7 @@ class StepRunner:
         self.global_batch = micro * accum * info.world
         self.drop_rate = model.cond_drop_rate
         model.cond_drop_rate = 0.0   # dropped here, per global sample position (module doc)
+        self.drop_path = any(b.drop_path > 0 for b in model.blocks)
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def positions(self, a: int) -> slice:
@@ -318,6 +324,9 @@ class StepRunner:
             partner = torch.from_numpy(rng.permutation(G))
         total = torch.zeros((), device=dev)
         for a in range(self.accum):
+            if self.drop_path:   # the blocks' drop masks: keyed by (seed, step, micro-batch)
+                chunk = a * self.info.world + self.info.rank
+                torch.manual_seed(seed_of(self.seed, STREAM_DROP_PATH, step, chunk))
             pos = torch.arange(G)[self.positions(a)]
             tokens, labels = fetch(pos)
             labels = torch.where(drop[pos], nc, labels)
@@ -408,7 +417,8 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
     if (want_ra is None) != (ds.index["randaugment"] is None):
         raise ValueError(f"{tokens}: tokens have randaugment={ds.index['randaugment']} but params "
                          f"train.augment.randaugment={want_ra}; re-run variant tokenize to match")
-    model = build_var(read_state_dict(init), str(init))
+    # train.drop_path: stochastic depth; a training-only setting, the weights' keys are unchanged
+    model = build_var(read_state_dict(init), str(init), drop_path_rate=float(tcfg["drop_path"]))
     if tuple(ds.patch_nums) != model.patch_nums:
         raise ValueError(f"{tokens}: token scales {ds.patch_nums} differ from the VAR's {list(model.patch_nums)}")
     if ds.num_classes > model.num_classes:
@@ -492,7 +502,8 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
 
     say(f"{run}: {epochs} epochs (phases {'/'.join(map(str, phases))}) x {spe} steps of {G} "
         f"= {total} steps; {info.world} process(es) x micro-batch {micro} x accumulation {accum}; "
-        f"subnet d={spec.subnet_depth} N={subnet.bridge}; {precision} on {info.device}")
+        f"subnet d={spec.subnet_depth} N={subnet.bridge}; drop-path {model.drop_path_rate:g}; "
+        f"{precision} on {info.device}")
     order_epoch, order = None, None
     L = model.L
     bar = progress(total=total, initial=step, unit="step", desc=run) if info.main else None
@@ -597,12 +608,13 @@ def device_slug(device: torch.device) -> str:
 def bench_train(depths, batches, dtypes, probs, steps=5, warmup=2, device="cpu",
                 subnet_depth=None, bridge=6, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
                 activation_checkpointing=False, attentions=("masked",), accum=1,
-                compiled=False, trace=None, echo=print) -> pd.DataFrame:
+                compiled=False, trace=None, drop_path=None, echo=print) -> pd.DataFrame:
     """Random-weight VAR-d{depth} (width 64 d, d heads, vocabulary 4096) on random tokens.
 
     One row per (depth, batch per GPU, dtype, subnet probability, attention); a step is
     `accum` micro-batches of `batch` per process, then the all-reduce and AdamW update,
-    as in training. trace: write the GPU kernel table of one step of the first row there."""
+    as in training. trace: write the GPU kernel table of one step of the first row there.
+    drop_path: the stochastic-depth rate; None is the reference's 0.1 x depth / 24."""
     import itertools
 
     from .models import VAR
@@ -615,8 +627,9 @@ def bench_train(depths, batches, dtypes, probs, steps=5, warmup=2, device="cpu",
     rows = []
     for depth, batch, dtype, p, attention in itertools.product(depths, batches, dtypes, probs, attentions):
         torch.manual_seed(0)
+        dp = 0.1 * depth / 24 if drop_path is None else drop_path
         with info.device:   # initialised where it runs: a 2B-parameter init on the CPU takes long
-            model = VAR(depth=depth, patch_nums=patch_nums).train()
+            model = VAR(depth=depth, patch_nums=patch_nums, drop_path_rate=dp).train()
         model.attention = attention
         if activation_checkpointing:
             enable_activation_checkpointing(model)
@@ -673,12 +686,13 @@ def bench_train(depths, batches, dtypes, probs, steps=5, warmup=2, device="cpu",
         rows.append({"gpu": gpu, "n_gpus": info.world, "depth": depth, "batch_per_gpu": batch,
                      "accum": accum, "dtype": dtype, "subnet_prob": float(p), "attention": attention,
                      "activation_checkpointing": bool(activation_checkpointing),
-                     "compiled": bool(compiled),
+                     "compiled": bool(compiled), "drop_path": float(dp),
                      "tokens_per_s": tps, "step_s": math.nan if oom else t / steps, "mfu": mfu,
                      "peak_mib": peak, "oom": oom, "seed": 0, "git_commit": commit,
                      "torch_version": torch.__version__})
         echo(f"d{depth} batch {batch}/gpu x{accum} x{info.world} {dtype} p={p} {attention}"
-             f"{' compiled' if compiled else ''}{' ckpt' if activation_checkpointing else ''}: "
+             f"{' compiled' if compiled else ''}{' ckpt' if activation_checkpointing else ''}"
+             f" drop-path {dp:g}: "
              + ("OOM" if oom else f"{tps:,.0f} tokens/s, MFU {mfu:.3f}, peak {peak:,.0f} MiB"))
         del model, opt, runner
     df = pd.DataFrame(rows)
@@ -734,6 +748,8 @@ def add_parser(sub):
     b.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
     b.add_argument("--compile", action="store_true", help="torch.compile each block")
     b.add_argument("--trace", default=None, help="write a GPU kernel table of one step (first row) here")
+    b.add_argument("--drop-path", type=float, default=None,
+                   help="stochastic-depth rate (default: the reference's 0.1 x depth / 24; 0 turns it off)")
     b.add_argument("--device", default=None, help="default: cuda if available")
     b.add_argument("--out", default=None, help="default: results/benchmarks/train_<device>.parquet")
     b.set_defaults(func=_bench_main)
@@ -764,14 +780,17 @@ def _bench_main(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     df = bench_train(args.depth, args.batch_per_gpu, args.dtype, args.subnet_prob, args.steps, args.warmup,
                      device, args.subnet_depth, args.bridge, tuple(args.patch_nums),
-                     args.activation_checkpointing, args.attention, args.accum, args.compile, args.trace)
+                     args.activation_checkpointing, args.attention, args.accum, args.compile, args.trace,
+                     args.drop_path)
     if not df.attrs["main"]:
         return 0
     out = Path(args.out or f"results/benchmarks/train_{df.attrs['slug']}.parquet")
     key = ["gpu", "n_gpus", "depth", "batch_per_gpu", "accum", "dtype", "subnet_prob", "attention",
-           "activation_checkpointing", "compiled"]
+           "activation_checkpointing", "compiled", "drop_path"]
     if out.is_file():   # keep earlier rows, replacing re-measured configurations
         old = pd.read_parquet(out)
+        if "drop_path" not in old:   # rows measured before the option trained without drop-path
+            old["drop_path"] = 0.0
         df = pd.concat([old, df]).drop_duplicates(key, keep="last").reset_index(drop=True)
     write_parquet(df, out)
     print(f"{out}: {len(df)} row(s)")

@@ -2,6 +2,7 @@
 # for is computed by variant.dag from params.yaml (P), the same code that writes dvc.yaml.
 from variant import dag
 from variant.config import config_hash
+from variant import revisions
 
 VAR = f"{A}/pretrained/var.pth"
 VAE = f"{A}/pretrained/vae.pth"

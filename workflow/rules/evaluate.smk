@@ -5,7 +5,7 @@ rule reference_stats:
     input: reference=REFERENCE, extractor=EXTRACTOR
     output: stats=REFERENCE_STATS, record=REFERENCE_STATS.replace(".npz", ".json")
     params: weights=lambda w, input: f"--weights {input.extractor}" if input.extractor else "",
-            knobs=knobs("evaluate")
+            knobs=knobs("evaluate"), cache_format=revisions.REFERENCE_STATS   # a new format recomputes the cache
     log: f"{LOGS}/reference_stats.log"
     resources: **resources("evaluate")
     shell: "{PY} reference-stats {PROFILE_ARG} --reference {input.reference} {params.weights} "

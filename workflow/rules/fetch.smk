@@ -13,7 +13,7 @@ if TINY:
     rule fetch:
         input: data=f"{A}/data/train"
         output: var=VAR, vae=VAE, record=f"{A}/pretrained/fetch.json"
-        params: knobs=knobs("data", "model", "fetch.vae", "fetch.var")
+        params: knobs=knobs("data", "model", "fetch.vae", "fetch.var"), tokenizer=revisions.TOKENIZER
         log: f"{LOGS}/fetch.log"
         resources: **resources("fetch")
         shell: "{PY} fetch {PROFILE_ARG} --out-dir {A}/pretrained --data {input.data} > {log} 2>&1"

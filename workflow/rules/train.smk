@@ -4,7 +4,7 @@
 rule tokenize:
     input: vae=VAE, data=TRAIN_DATA
     output: f"{A}/tokens/train/index.json"
-    params: data=TRAIN_DATA or P["data"].get("root"), knobs=knobs("data", "model")
+    params: data=TRAIN_DATA or P["data"].get("root"), knobs=knobs("data", "model"), tokenizer=revisions.TOKENIZER
     log: f"{LOGS}/tokenize.log"
     resources: **resources("tokenize")
     shell: "{PY} tokenize {PROFILE_ARG} --vae {input.vae} --data {params.data} "

@@ -92,13 +92,28 @@ class FFN(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
+def drop_path(x, p: float, training: bool):
+    """Stochastic depth: in training, zero each sample's branch with probability p and scale
+    the kept ones by 1 / (1 - p); the identity otherwise. The mask is one tensor op on x's
+    device (no Python randomness, no sync), so it also runs inside a compiled block."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
+    return x * keep.div_(1 - p)
+
+
 class AdaLNBlock(nn.Module):
-    """Transformer block whose LayerNorms are modulated by the class condition."""
+    """Transformer block whose LayerNorms are modulated by the class condition.
+
+    drop_path: probability of dropping each residual branch of a sample in training (the
+    reference's stochastic depth), over whatever tokens of it the block is given (a subnet
+    step passes only the scales that run this layer). A plain float: no state dict key."""
 
     def __init__(self, width, num_heads, mlp_ratio=4.0, shared_aln=False, attn_l2_norm=True,
-                 norm_eps=1e-6):
+                 norm_eps=1e-6, drop_path=0.0):
         super().__init__()
         self.width = width
+        self.drop_path = float(drop_path)
         self.attn = SelfAttention(width, num_heads, attn_l2_norm)
         self.ffn = FFN(width, round(width * mlp_ratio))
         self.ln_wo_grad = nn.LayerNorm(width, eps=norm_eps, elementwise_affine=False)
@@ -117,9 +132,10 @@ class AdaLNBlock(nn.Module):
     def forward(self, x, cond, attn_mask=None, kv_cache=None, scales=None):
         gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(cond)
         h = self.ln_wo_grad(x).mul(scale1.add(1)).add(shift1)
-        x = x + self.attn(h, attn_mask, kv_cache, scales).mul(gamma1)
+        p, training = self.drop_path, self.training
+        x = x + drop_path(self.attn(h, attn_mask, kv_cache, scales).mul(gamma1), p, training)
         h = self.ln_wo_grad(x).mul(scale2.add(1)).add(shift2)
-        return x + self.ffn(h).mul(gamma2)
+        return x + drop_path(self.ffn(h).mul(gamma2), p, training)
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -137,7 +153,8 @@ class AdaLNBeforeHead(nn.Module):
 class VAR(nn.Module):
     def __init__(self, depth=16, width=None, num_heads=None, num_classes=1000, vocab_size=4096,
                  cvae=32, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), mlp_ratio=4.0,
-                 shared_aln=False, attn_l2_norm=True, cond_drop_rate=0.1, norm_eps=1e-6):
+                 shared_aln=False, attn_l2_norm=True, cond_drop_rate=0.1, norm_eps=1e-6,
+                 drop_path_rate=0.0):
         super().__init__()
         width = 64 * depth if width is None else width          # released models: C = 64 D
         num_heads = depth if num_heads is None else num_heads   # and head dim 64
@@ -171,6 +188,7 @@ class VAR(nn.Module):
         self.blocks = nn.ModuleList(
             AdaLNBlock(width, num_heads, mlp_ratio, shared_aln, attn_l2_norm, norm_eps)
             for _ in range(depth))
+        self.set_drop_path(drop_path_rate)
         self.head_nm = AdaLNBeforeHead(width, norm_eps)
         self.head = nn.Linear(width, vocab_size)
 
@@ -179,6 +197,17 @@ class VAR(nn.Module):
         # Block-causal: a token sees every token of its own and earlier scales.
         mask = torch.where(level.view(-1, 1) >= level.view(1, -1), 0.0, -torch.inf)
         self.register_buffer("attn_bias_for_masking", mask.view(1, 1, self.L, self.L))
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth as the reference trains: block i drops its branches with
+        probability linspace(0, rate, depth)[i] (0 at the first block, rate at the last).
+        Computed in float64 so the last block gets exactly `rate`."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop-path rate {rate} is outside [0, 1)")
+        self.drop_path_rate = float(rate)
+        rates = torch.linspace(0, rate, self.depth, dtype=torch.float64, device="cpu").tolist()
+        for block, p in zip(self.blocks, rates):
+            block.drop_path = p
 
     # ---- pieces shared by teacher forcing and sampling --------------------------------
     @property

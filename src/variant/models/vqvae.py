@@ -7,6 +7,7 @@ the coarser ones left over. Module and parameter names match the released
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -154,16 +155,19 @@ class Phi(nn.Conv2d):
 
 
 class SharedPhi(nn.Module):
-    """`share` phi convs serve all K scales: scale ratio k/(K-1) picks the conv whose tick,
-    on linspace(1/(3*share), 1 - 1/(3*share), share), is nearest."""
+    """`share` phi convs serve all K scales: scale ratio k/(K-1) picks the conv whose tick
+    is nearest, exactly as the released checkpoints were trained. The ticks are float64
+    (numpy's linspace) and the first of two equally near ticks wins (numpy's argmin): with
+    10 scales the ratios 2/9 and 7/9 sit on midpoints, and float32 ticks pick other convs."""
 
     def __init__(self, channels: int, share: int):
         super().__init__()
         self.qresi_ls = nn.ModuleList(Phi(channels) for _ in range(share))
-        self.ticks = torch.linspace(1 / (3 * share), 1 - 1 / (3 * share), share).tolist()
+        margin = 1 / (3 * share) if share == 4 else 1 / (2 * share)
+        self.ticks = np.linspace(margin, 1 - margin, share)
 
     def index(self, ratio: float) -> int:
-        return min(range(len(self.ticks)), key=lambda i: abs(self.ticks[i] - ratio))
+        return int(np.argmin(np.abs(self.ticks - ratio)))
 
     def forward(self, h, ratio: float):
         return self.qresi_ls[self.index(ratio)](h)

@@ -1,0 +1,15 @@
+"""Revisions of the computations whose outputs the DAG keeps.
+
+A change to the code that alters what one of them produces bumps its number here. The
+rules carry these numbers as params, so Snakemake reruns the affected jobs and
+everything after them; this module imports nothing heavy, as the Snakefile reads it.
+"""
+
+# The tokens of an image (the VQVAE's residual quantisation). The tokenize job and the
+# tiny profile's VQVAE pre-training carry it. 2: phi convs picked as the reference picks
+# them (float64 ticks, the first index on ties).
+TOKENIZER = 2
+
+# The reference statistics' file layout (variant.reference). 2: FID against a reference
+# batch's stored mu/sigma, as ADM's evaluator.
+REFERENCE_STATS = 2
