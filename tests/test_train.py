@@ -51,8 +51,9 @@ def cfg_for(**over):
 
 def run(setup, out_dir, run_name="progressive_d4", phases=(1, 1, 1), cfg=None, **kw):
     out_dir = Path(out_dir)
+    kw.setdefault("echo", lambda *a: None)
     return train(cfg or cfg_for(), run_name, setup / "var.pth", setup / "vae.pth", setup / "tokens",
-                 out_dir / "final.pth", out_dir / "log.parquet", phases=phases, echo=lambda *a: None, **kw)
+                 out_dir / "final.pth", out_dir / "log.parquet", phases=phases, **kw)
 
 
 # ---- the schedule ---------------------------------------------------------------------
@@ -157,17 +158,25 @@ def test_interrupted_and_resumed_equals_uninterrupted(setup, tmp_path):
     torch.manual_seed(2)
     part = run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg, stop_after=6)   # between checkpoints
     assert not part["finished"] and part["step"] == 6 and not (tmp_path / "b" / "final.pth").exists()
+    # tensors and plain values only: it loads without unpickling any class
+    assert torch.load(tmp_path / "b" / "state" / "state.pt", weights_only=True)["step"] == 6
     torch.manual_seed(3)
-    rest = run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg)
+    msgs = []
+    rest = run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg, echo=msgs.append)
     assert rest["finished"] and rest["sha256"] == full["sha256"]
+    assert any(m.startswith("resumed fixed_p0.5_d4 at step 6/15") for m in msgs)   # not trained afresh
     no_drop = run(setup, tmp_path / "c", "fixed_p0.5_d4", cfg=cfg_for(**{"train.augment.mixup_alpha": 0.2}))
     assert no_drop["sha256"] != full["sha256"]          # guards the above: drop-path was on
     a, b = (pd.read_parquet(tmp_path / x / "log.parquet") for x in "ab")
     assert a["loss"].tolist() == b["loss"].tolist() and b["step"].tolist() == list(range(15))
-    # a finished state resumes to the same file; a mismatched state is refused
-    assert run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg)["sha256"] == full["sha256"]
-    with pytest.raises(ValueError, match="saved for another run"):
-        run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg, phases=(1, 1, 2))
+    # a finished run leaves no state; a state of other phases is set aside, not resumed
+    assert not (tmp_path / "b" / "state").exists()
+    assert not run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg, stop_after=6)["finished"]
+    msgs = []
+    again = run(setup, tmp_path / "b", "fixed_p0.5_d4", cfg=cfg, phases=(1, 1, 2), echo=msgs.append)
+    assert again["finished"] and again["step"] == 20
+    assert any("saved for another run (phases differ); set aside as state.pt.stale-" in m for m in msgs)
+    assert [f.name for f in (tmp_path / "b" / "state").iterdir()] == [f"state.pt.stale-{cfg['config_hash']}"]
 
 
 def test_snapshots_are_the_weights_at_that_epoch(setup, tmp_path):
@@ -189,6 +198,8 @@ def test_snapshots_are_the_weights_at_that_epoch(setup, tmp_path):
     for e in (1, 2):
         assert sha256_file(resumed / "s" / f"e{e}.pth") == sha256_file(tmp_path / "progressive_d4" / "snapshots" /
                                                                       f"e{e}.pth")
+    assert not (resumed / "state").exists()   # spent: removed once the outputs are written
+    run(setup, resumed, "progressive_d4", snapshot_dir=resumed / "s", snapshot_epochs=[1, 2], stop_after=7)
     (resumed / "state" / "snapshots" / "e1.pth").unlink()   # the state is past epoch 1: it cannot be redone
     with pytest.raises(ValueError, match="e1.pth is missing and .*state.pt is past epoch 1"):
         run(setup, resumed, "progressive_d4", snapshot_dir=resumed / "s", snapshot_epochs=[1, 2])
@@ -237,7 +248,7 @@ def test_cli_runs_tokenize_train_and_bench(setup, tmp_path, monkeypatch):
                "--vae", str(setup / "vae.pth"), "--tokens", str(setup / "tokens"),
                "--out", str(tmp_path / "ck.pth"), "--log", str(tmp_path / "log.parquet"),
                "--epochs-override", "0", "0", "1"])
-    assert rc == 0 and (tmp_path / "ck.pth").is_file() and (tmp_path / "state" / "state.pt").is_file()
+    assert rc == 0 and (tmp_path / "ck.pth").is_file() and not (tmp_path / "state").exists()
     assert pd.read_parquet(tmp_path / "log.parquet")["used_subnet"].all()          # phase 3 only
     out = tmp_path / "bench.parquet"
     assert main(["bench", "train", "--depth", "2", "--batch-per-gpu", "2", "--dtype", "fp32",

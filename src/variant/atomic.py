@@ -1,5 +1,8 @@
 """Writing files so that a crash never leaves half of one: write beside the target,
-fsync, then rename over it (a rename within a directory is atomic)."""
+fsync, rename over it (a rename within a directory is atomic), then fsync the directory
+so the rename itself survives a power cut. A write killed before its rename leaves its
+temporary behind (`.NAME.<random><suffix>`); the next write of the same target sweeps it,
+since one job owns each output."""
 from __future__ import annotations
 
 import os
@@ -11,11 +14,32 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def temporaries(path) -> list[Path]:
+    """Temporaries that earlier writes of `path` left behind."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*")) if path.parent.is_dir() else []
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:          # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path, suffix: str = ".tmp"):
     """Yield a temporary path beside `path`; on success it replaces `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in temporaries(path):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; results are for everyone to read
@@ -24,6 +48,7 @@ def atomic_path(path, suffix: str = ".tmp"):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -31,7 +56,7 @@ def atomic_path(path, suffix: str = ".tmp"):
 
 def write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def torch_save(obj, path) -> None:
@@ -46,3 +71,17 @@ def write_parquet(df, path) -> Path:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
     return Path(path)
+
+
+def write_csv(df, path) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def save_figure(fig, path, **kw) -> Path:
+    """fig.savefig, atomically; the temporary keeps the extension, which names the format."""
+    path = Path(path)
+    with atomic_path(path, suffix=".tmp" + path.suffix) as tmp:
+        fig.savefig(tmp, **kw)
+    return path

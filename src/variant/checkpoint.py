@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -30,6 +31,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def load_error(e: Exception) -> str:
+    """Why torch.load refused a file, in one line (torch's own messages run to paragraphs)."""
+    if isinstance(e, EOFError):
+        return "the file is empty"
+    if isinstance(e, pickle.UnpicklingError):   # weights_only met a class and refused it unrun
+        return "it holds objects other than tensors and plain values, which could run code when loaded"
+    first = (str(e).splitlines() or [""])[0].split(". ")[0]
+    return f"{type(e).__name__}: {first}"
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
@@ -37,8 +48,27 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file; name the file instead
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
-    return as_state_dict(obj, str(path))
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({load_error(e)})") from e
+    sd = as_state_dict(obj, str(path))
+    check_finite(sd, str(path))
+    return sd
+
+
+# buffers whose -inf entries are their meaning (the block-causal attention mask); NaN is
+# still refused there
+MASKS = {"attn_bias_for_masking"}
+
+
+def check_finite(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Refuse NaN or infinite weights, naming the first such tensor: a diverged or damaged
+    checkpoint would otherwise train or sample garbage without an error. One reduction
+    per tensor."""
+    for k, v in sd.items():
+        if not v.is_floating_point():
+            continue
+        if v.isnan().any() if k in MASKS else not v.isfinite().all():
+            raise CheckpointError(f"{source}: tensor {k!r} holds NaN or infinite values (a diverged "
+                                  "or damaged checkpoint; retrain or fetch it again)")
 
 
 def as_state_dict(obj, source: str = "checkpoint") -> dict[str, torch.Tensor]:

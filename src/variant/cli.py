@@ -32,12 +32,26 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def check_device(args) -> None:
+    """A stage that runs on a device (it has --device) and asks for CUDA on a machine without
+    one stops here, before any work, naming --device or the params key `device`."""
+    if not hasattr(args, "device"):
+        return
+    from .config import check_device, load_params
+    if args.device:
+        check_device(args.device, "--device")
+    elif hasattr(args, "params"):
+        cfg = load_params(args.params, getattr(args, "profile", None))
+        check_device(cfg["device"], f"{args.params}: profiles.{cfg['profile']}.device")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     from .checkpoint import CheckpointError
     from .supernet import SubnetError
     try:
+        check_device(args)
         return args.func(args)
     except (CheckpointError, SubnetError, FileNotFoundError, ValueError) as e:
         print(f"variant {args.command}: error: {e}", file=sys.stderr)

@@ -6,10 +6,14 @@
 """
 from __future__ import annotations
 
+import collections.abc
 import copy
+import difflib
 import hashlib
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import jsonschema
@@ -23,8 +27,57 @@ class ParamsError(ValueError):
     """params.yaml cannot be used; the message names the file and the key."""
 
 
+TOP_LEVEL = ("profile", "profiles")
+_YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")   # what YAML 1.2 reads as a float
+
+
 def _schema() -> dict:
     return json.loads(SCHEMA.read_text())
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last one
+    silently, so a second `lr:` pasted lower down would win unseen."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":   # `<<: *anchor` merges, it is no key
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, collections.abc.Hashable):   # SafeConstructor reports those
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"line {line}: duplicate key {key!r} (first on line {seen[key]}; keep one)")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(path: Path):
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.constructor.ConstructorError as e:
+        if e.problem and e.problem.startswith("line "):   # ours: already says where
+            raise ParamsError(f"{path}: {e.problem}") from None
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+
+
+def check_device(device: str, where: str) -> None:
+    """A CUDA device this machine lacks stops a stage before any work, naming where it was
+    asked for (torch would fail deep inside the stage, or a stage quietly run on the CPU)."""
+    if not str(device).startswith("cuda"):
+        return
+    import torch
+    if not torch.cuda.is_available():
+        raise ValueError(f"{where}: {device!r}, but no CUDA device is available on this machine "
+                         "(set device: cpu in params, or pass --device cpu)")
+    index = str(device).partition(":")[2]
+    if index.isdigit() and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"{where}: {device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def config_hash(cfg: dict) -> str:
@@ -41,12 +94,12 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = 
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file (run from the repository root, or pass --params)")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    doc = _read_yaml(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("profiles"), dict):
         raise ParamsError(f"{path}: expected a mapping with a `profiles` key")
+    for key in doc:
+        if key not in TOP_LEVEL:
+            raise ParamsError(f"{path}: unknown top-level key {key!r} ({_did_you_mean(key, TOP_LEVEL)})")
     name = profile or os.environ.get("VARIANT_PROFILE") or doc.get("profile", "tiny")
     if name not in doc["profiles"]:
         raise ParamsError(f"{path}: profile {name!r} is not defined under `profiles` "
@@ -60,16 +113,68 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = 
     where = f"{path}: profiles.{name}"
     phases = cfg.get("train", {}).get("phases")
     if isinstance(phases, dict):   # YAML reads `16:` as an int key; JSON schema wants strings
+        if len({str(k) for k in phases}) < len(phases):
+            raise ParamsError(f"{where}.train.phases: a depth is given twice (as 16 and '16')")
         cfg["train"]["phases"] = {str(k): v for k, v in phases.items()}
-    try:
-        jsonschema.validate(cfg, _schema())
-    except jsonschema.ValidationError as e:
+    _check_finite(cfg, where)
+    e = _first_error(cfg)
+    if e is not None:
         key = ".".join(str(p) for p in e.absolute_path)
-        raise ParamsError(f"{where}{'.' + key if key else ''}: {e.message}") from None
+        raise ParamsError(f"{where}{'.' + key if key else ''}: {_message(e)}")
     _check_semantics(cfg, where)
     cfg["profile"] = name
     cfg["config_hash"] = config_hash(cfg)
     return cfg
+
+
+def _did_you_mean(key: str, known) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+
+
+def _check_finite(node, where: str):
+    """NaN and infinity pass every JSON-schema bound (comparisons with NaN are false), and
+    YAML reads `.nan`/`.inf` as floats: refuse them anywhere in the profile."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ParamsError(f"{where}: {node} is not a finite number (give a number, e.g. 1.0e-4)")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        _check_finite(v, f"{where}.{k}")
+
+
+def _first_error(cfg: dict) -> jsonschema.ValidationError | None:
+    """jsonschema's most relevant error, except that a misspelt key beats the required key
+    it misses: `batch_sise` should be reported as unknown, not `batch_size` as missing."""
+    schema = _schema()
+    errors = list(jsonschema.validators.validator_for(schema)(schema).iter_errors(cfg))
+    best = jsonschema.exceptions.best_match(errors)
+    if best is not None and best.validator == "required":
+        unknown = [e for e in errors if e.validator == "additionalProperties" and e.absolute_path == best.absolute_path]
+        best = unknown[0] if unknown else best
+    return best
+
+
+def _message(e: jsonschema.ValidationError) -> str:
+    """jsonschema's message, made actionable where it is not."""
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict) and e.validator_value is False:
+        known = list(e.schema.get("properties", {}))
+        patterns = list(e.schema.get("patternProperties", {}))
+        extra = [k for k in e.instance if k not in known and not any(re.search(p, str(k)) for p in patterns)]
+        if extra:
+            hint = _did_you_mean(extra[0], known) if known else f"keys must match {', '.join(patterns)}"
+            return f"unknown key {extra[0]!r} ({hint})"
+    if e.validator == "type" and isinstance(e.instance, str) and _YAML11_FLOAT.match(e.instance):
+        # PyYAML follows YAML 1.1: 1e-4 (no dot, or no exponent sign) is a string, 1.0e-4 a float
+        mantissa, _, exponent = e.instance.lower().partition("e")
+        sign = "" if exponent[0] in "+-" else "+"
+        fixed = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign}{exponent}"
+        types = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
+        if "number" not in types and float(e.instance).is_integer():
+            fixed = str(int(float(e.instance)))
+        return f"{e.message} (YAML reads {e.instance} as a string: write {fixed})"
+    if "errorMessage" in e.schema:   # the schema's own wording of a pattern or bound
+        return f"{e.instance!r} {e.schema['errorMessage']}"
+    return e.message
 
 
 def _set(cfg: dict, dotted: str, value, where: str):
@@ -96,9 +201,14 @@ def _check_semantics(cfg: dict, where: str):
     for d in train["subnet_depths"]:
         if str(d) not in {str(k) for k in train["phases"]}:
             raise ParamsError(f"{where}.train.phases: no phase lengths for subnet depth {d}")
+    for d, lengths in train["phases"].items():
+        if sum(lengths) < 1:
+            raise ParamsError(f"{where}.train.phases.{d}: {lengths} trains no epoch (give a phase at least one)")
     for key, n in [("train.bridge", train["bridge"])] + [("sample.bridges", b) for b in sample["bridges"]]:
         if not 0 <= n <= K:
             raise ParamsError(f"{where}.{key}: bridge size {n} is outside 0..{K} for {K} scales")
+    if cfg["evaluate"].get("bootstrap") == 1:
+        raise ParamsError(f"{where}.evaluate.bootstrap: 1 resample gives no interval (0 for none, or at least 2)")
     bad = [c for c in sample["fig7"]["classes"] if c >= cfg["data"]["num_classes"]]
     if bad:
         raise ParamsError(f"{where}.sample.fig7.classes: class {bad[0]} is outside 0..{cfg['data']['num_classes'] - 1}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from . import dag
+from .atomic import write_text
 from .config import load_params
 
 # Snakemake is told not to judge by modification times (DVC restores files with new
@@ -128,6 +129,6 @@ def _main(a) -> int:
             return 1
         print(f"{path} matches the DAG")
         return 0
-    path.write_text(text)
+    write_text(path, text)
     print(f"wrote {path} ({len(yaml.safe_load(text)['stages'])} stages)")
     return 0

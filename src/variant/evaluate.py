@@ -15,6 +15,7 @@ import pandas as pd
 
 from .checkpoint import sha256_file
 from .config import load_params
+from .files import check_images, open_npz
 from .metrics import compute_metrics
 from .provenance import provenance, write_parquet
 from .reference import load as load_reference
@@ -26,19 +27,26 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
     """One metric row. `reference`, when given, is the input the statistics must have been
     computed from (their recorded sha256 is checked against it)."""
     samples = Path(samples)
+    # everything that can be checked cheaply is, before any feature is extracted
+    D, K = params["model"]["var"]["depth"], len(params["model"]["patch_nums"])
+    subnet = parse_config(config, D, K)
     if not samples.is_file():
         raise FileNotFoundError(f"samples not found: {samples}")
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint (--checkpoint: the VAR the samples came from)")
+    checkpoint_sha = sha256_file(checkpoint)
     extractor = params["evaluate"]["extractor"]
     stats = load_reference(reference_stats, extractor, reference, weights)
-    with np.load(samples) as f:
-        images = f["arr_0"]
+    fix = "rerun `variant sample` for it"
+    with open_npz(samples, "sample file", fix, required=["arr_0"]) as f:
+        images = check_images(f["arr_0"], samples, "sample file", fix)
         expected = params["sample"]["per_class"] * params["data"]["num_classes"]
         if len(images) != expected:
             raise ValueError(f"{samples}: {len(images)} images, the profile asks for {expected}")
-        if "checkpoint_sha256" in f.files and str(f["checkpoint_sha256"]) != sha256_file(checkpoint):
+        if "checkpoint_sha256" in f and str(f["checkpoint_sha256"]) != checkpoint_sha:
             raise ValueError(f"{samples} was sampled from another checkpoint than {checkpoint}; resample it")
-        labels = f["labels"] if "labels" in f.files else None
-        shuffled = "sample_index" in f.files
+        labels = f["labels"] if "labels" in f else None
+        shuffled = "sample_index" in f
     order, isc_order = None, "file order"
     if not shuffled and labels is not None and len(np.unique(labels)) > 1 and np.all(np.diff(labels) >= 0):
         # packed class-sorted (before the shuffle): contiguous IS splits would each see a few
@@ -48,8 +56,6 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
     device = device or params["device"]
     m = compute_metrics(images, stats, extractor=extractor, weights_path=weights, device=device, isc_order=order,
                         bootstrap=int(params["evaluate"].get("bootstrap") or 0), seed=params["sample"]["seed"])
-    D, K = params["model"]["var"]["depth"], len(params["model"]["patch_nums"])
-    subnet = parse_config(config, D, K)
     row = {
         "run": run, "config": config, "subnet_depth": subnet.subnet_depth,
         "bridge": subnet.bridge if subnet.subnet_scales is None else -1,
@@ -58,7 +64,7 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
         "bootstrap": m["bootstrap"], "isc_mean": m["isc_mean"], "isc_std": m["isc_std"],
         "precision": m["precision"], "recall": m["recall"], "num_samples": m["num_generated"],
         "extractor": m["extractor"], "fid_statistics": m["fid_statistics"], "isc_order": isc_order,
-        **provenance(params, params["sample"]["seed"], device, sha256_file(checkpoint)),
+        **provenance(params, params["sample"]["seed"], device, checkpoint_sha),
     }
     return pd.DataFrame([row])
 

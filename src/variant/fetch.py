@@ -86,9 +86,6 @@ def _now() -> str:
 # atomic writes
 
 
-_atomic_write_text = write_text
-
-
 def _replace_dir(tmp: Path, out: Path):
     """Move the finished directory `tmp` to `out`, replacing whatever `out` was."""
     old = None
@@ -134,7 +131,7 @@ def read_manifest(out_dir) -> dict:
 
 
 def write_manifest(out_dir, doc: dict):
-    _atomic_write_text(Path(out_dir) / MANIFEST, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    write_text(Path(out_dir) / MANIFEST, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 # -----------------------------------------------------------------------------
 # downloading
@@ -606,9 +603,8 @@ def train_extractor(cfg: dict, data_dir, out, log=_log) -> dict:
         info = train_feature_extractor(train_dir, tmp_out, epochs=epochs, seed=int(cfg["data"]["seed"]),
                                        device=_device(cfg))
         info["data_dir"] = str(data_dir)
-        _atomic_write_text(tmp_out.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
-        os.replace(tmp_out.with_suffix(".json"), out.with_suffix(".json"))
-        os.replace(tmp_out, out)
+        os.replace(tmp_out, out)     # the weights first: the record only describes weights in place
+        write_text(out.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     log(f"train-extractor: val accuracy {info['val_accuracy']:.3f} in {info['train_seconds']} s -> {out}")
     return info
 

@@ -34,7 +34,9 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
+from .atomic import torch_save, write_text
 from .data import find_images, load_images, read_image, to_float
+from .files import open_npz, unreadable
 
 TINY = "variant-tiny"
 INCEPTION = "inception-v3-compat"
@@ -85,8 +87,44 @@ def load_feature_net(weights_path) -> TinyFeatureNet:
     if not weights_path.is_file():
         raise FileNotFoundError(f"feature extractor weights not found: {weights_path} "
                                 f"(make them with variant.metrics.train_feature_extractor)")
-    state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
-    return TinyFeatureNet.from_state_dict(state_dict).eval()
+    fix = "pass the file `variant train-extractor` writes, e.g. artifacts/tiny/feature_extractor.pth"
+    try:
+        state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as e:   # torch raises many types for a file that is no checkpoint
+        raise unreadable(weights_path, "feature-extractor weights file", f"{type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:200]}", fix) from e
+    want = set(TinyFeatureNet().state_dict())
+    got = set(state_dict) if isinstance(state_dict, dict) else set()
+    if not isinstance(state_dict, dict) or got != want:
+        why = (f"a {type(state_dict).__name__}, not a state dict" if not isinstance(state_dict, dict) else
+               f"not TinyFeatureNet weights: {len(want - got)} of its {len(want)} keys missing, "
+               f"{len(got - want)} others (e.g. {sorted(got - want or want - got)[0]!r})")
+        raise unreadable(weights_path, "feature-extractor weights file", why, fix)
+    try:   # right keys, wrong sizes: sizes are read off head.weight
+        return TinyFeatureNet.from_state_dict(state_dict).eval()
+    except (RuntimeError, ValueError) as e:
+        raise unreadable(weights_path, "feature-extractor weights file",
+                         " ".join(str(e).split())[:200], fix) from e
+
+
+def check_weights(extractor: str, weights_path) -> None:
+    """Fail before any work when `weights_path` is not `extractor`'s weights (e.g. a VAR
+    checkpoint passed as --weights): TinyFeatureNet loads in milliseconds; for Inception the
+    file must be a state dict with torch-fidelity's Inception layers."""
+    if weights_path is None:
+        return
+    if extractor == TINY:
+        load_feature_net(weights_path)
+        return
+    fix = f"pass torch-fidelity's Inception weights, {URL_INCEPTION_V3}"
+    try:
+        sd = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise unreadable(weights_path, f"{extractor} weights file", type(e).__name__, fix) from e
+    fc = sd.get("fc.weight") if isinstance(sd, dict) else None
+    if not (isinstance(sd, dict) and "Conv2d_1a_3x3.conv.weight" in sd and fc is not None
+            and tuple(fc.shape) == (1008, 2048)):
+        raise unreadable(weights_path, f"{extractor} weights file", "no Inception-v3 layers in it", fix)
 
 
 @torch.no_grad()
@@ -151,9 +189,8 @@ def train_feature_extractor(data_dir, out_path, epochs: int = 8, seed: int = 0,
     if manifest.is_file():  # ties the weights to the exact data they saw
         info["data_sha256"] = json.loads(manifest.read_text()).get("sha256")
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.cpu().state_dict(), out_path)
-    out_path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    torch_save(net.cpu().state_dict(), out_path)   # the weights first: the record describes them
+    write_text(out_path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     return info
 
 # -----------------------------------------------------------------------------
@@ -249,9 +286,8 @@ def image_set(source, role: str = "images") -> Dataset:
             raise FileNotFoundError(f"{role} not found: {path}")
         if path.suffix != ".npz":
             raise ValueError(f"{role} must be a directory of PNGs or an .npz file, got {path}")
-        with np.load(path) as npz:
-            if "arr_0" not in npz.files:
-                raise ValueError(f"{role} {path} has no arr_0 (has {npz.files})")
+        with open_npz(path, f"{role} .npz", "pass images in the ADM format: arr_0, uint8 N x H x W x 3",
+                      required=["arr_0"]) as npz:
             source = npz["arr_0"]
         role = f"{role} {path}"
     if isinstance(source, np.ndarray):

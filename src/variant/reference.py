@@ -39,7 +39,9 @@ from . import revisions
 from .atomic import atomic_path, write_text
 from .checkpoint import sha256_file
 from .config import load_params
-from .metrics import COMPUTED, INCEPTION, STORED, ReferenceStats, fid_statistics_to_metric, inception_weights_location
+from .files import open_npz, unreadable
+from .metrics import (COMPUTED, INCEPTION, STORED, ReferenceStats, check_weights, fid_statistics_to_metric,
+                      inception_weights_location)
 
 FORMAT = revisions.REFERENCE_STATS
 
@@ -74,7 +76,8 @@ def batch_statistics(reference: Path, dim: int) -> tuple[dict | None, str]:
     of the extractor's feature dimension `dim`, else None; and why, for the record."""
     if reference.suffix != ".npz":
         return None, f"{reference.name} is a directory of images, not a reference batch .npz"
-    with np.load(reference) as f:
+    with open_npz(reference, "reference batch", "pass ADM's reference batch .npz or a directory of images",
+                  required=["arr_0"]) as f:
         if not {"mu", "sigma"} <= set(f.files):
             return None, f"{reference.name} has no mu/sigma"
         mu, sigma = f["mu"], f["sigma"]
@@ -93,6 +96,9 @@ def build(params: dict, reference, out, weights=None, device=None) -> dict:
     extractor = params["evaluate"]["extractor"]
     reference, out = Path(reference), Path(out)
     t0 = time.time()
+    if not reference.exists():
+        raise FileNotFoundError(f"reference not found: {reference}")
+    check_weights(extractor, weights_file(extractor, weights))   # e.g. the VAR passed as --weights: now, not later
     ref_sha = input_sha256(reference)
     stats = ReferenceStats.compute(reference, extractor, weights, device or params["device"])
     stored, why = batch_statistics(reference, stats.features.shape[1])
@@ -124,13 +130,15 @@ def load(path, extractor: str, reference=None, weights=None) -> ReferenceStats:
     if not path.is_file():
         raise FileNotFoundError(f"reference statistics not found: {path} (make them with "
                                 "`variant reference-stats`, or `snakemake` the file)")
-    try:
-        with np.load(path) as f:
+    fix = "delete it and run `variant reference-stats`"
+    with open_npz(path, "reference-statistics file", fix, required=["meta", "features", "mu", "sigma"]) as f:
+        features, mu, sigma = f["features"], f["mu"], f["sigma"]
+        try:
             meta = json.loads(str(f["meta"]))
-            features, mu, sigma = f["features"], f["mu"], f["sigma"]
-    except Exception as e:
-        raise ValueError(f"{path}: not a reference-statistics file ({type(e).__name__}: {e}); "
-                         "delete it and run `variant reference-stats`") from e
+        except json.JSONDecodeError as e:
+            raise unreadable(path, "reference-statistics file", f"meta is not JSON: {e}", fix) from e
+    if not isinstance(meta, dict):
+        raise unreadable(path, "reference-statistics file", "meta is not a JSON object", fix)
     rerun = "; rerun `variant reference-stats` (Snakemake does when its inputs change)"
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: a format {meta.get('format')} cache, this version reads format {FORMAT}{rerun}")

@@ -37,6 +37,7 @@ import pandas as pd
 
 from . import dag
 from .config import load_params, phases_of
+from .atomic import save_figure, write_csv, write_text
 from .costmodel import ACCOUNTINGS, VARShape, kv_cache_mib, parameter_count
 from .paper import check_paper, load_paper_numbers, paper_table, paper_value
 
@@ -414,10 +415,9 @@ def to_latex(t: Table) -> str:
 
 
 def write_table(t: Table, directory: Path):
-    directory.mkdir(parents=True, exist_ok=True)
-    t.frame().to_csv(directory / f"{t.name}.csv", index=False)
-    (directory / f"{t.name}.md").write_text(to_markdown(t), encoding="utf-8")
-    (directory / f"{t.name}.tex").write_text(to_latex(t), encoding="utf-8")
+    write_csv(t.frame(), directory / f"{t.name}.csv")
+    write_text(directory / f"{t.name}.md", to_markdown(t))
+    write_text(directory / f"{t.name}.tex", to_latex(t))
 
 
 # ---- figure data ------------------------------------------------------------------------------
@@ -533,8 +533,8 @@ def _save(fig, path) -> list[Path]:
     base.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     out = [base.parent / f"{base.name}.pdf", base.parent / f"{base.name}.png"]
-    fig.savefig(out[0])
-    fig.savefig(out[1], dpi=200)
+    save_figure(fig, out[0])
+    save_figure(fig, out[1], dpi=200)
     plt.close(fig)
     return out
 
@@ -962,9 +962,8 @@ def report(r: Results, tables_dir, figures_dir, report_dir, mode: str = "referen
     sections = paper_check(r, reference, check_paper() if findings is None else findings)
     title = f"Paper check: profile `{r.cfg['profile']}` (config_hash {r.cfg['config_hash']})"
     report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "paper_check.md").write_text(render_markdown(title, sections), encoding="utf-8")
-    (report_dir / "paper_check.html").write_text(render_html(title, sections), encoding="utf-8")
+    write_text(report_dir / "paper_check.md", render_markdown(title, sections))
+    write_text(report_dir / "paper_check.html", render_html(title, sections))
     return sections
 
 

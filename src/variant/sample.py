@@ -31,9 +31,10 @@ import torch
 from tqdm import tqdm
 
 from . import dag
-from .atomic import atomic_path
+from .atomic import atomic_path, save_figure
 from .checkpoint import check_profile, load_models, sha256_file
 from .config import load_params
+from .files import check_images, open_npz
 from .sampler import LeanSampler, generate
 from .supernet import Subnet
 
@@ -123,14 +124,13 @@ def shard_key(params: dict, config: str, checkpoint_sha256: str) -> str:
 def load_shard(path: Path, expected: int, key: str | None = None) -> dict:
     """A finished shard, checked: readable, `expected` images, and (when given) made with
     `key`. Every failure names the file."""
-    try:
-        with np.load(path) as f:
-            shard = {k: f[k] for k in f.files}
-    except Exception as e:
-        raise ValueError(f"{path}: corrupt sample shard ({e}); delete it to regenerate") from e
-    if "arr_0" not in shard or shard["arr_0"].shape[0] != expected:
-        got = shard["arr_0"].shape[0] if "arr_0" in shard else "no"
-        raise ValueError(f"{path}: holds {got} images, expected {expected}; delete it to regenerate")
+    fix = "delete it to regenerate"
+    # "corrupt": the sampling job prints this line when it redoes the shard
+    with open_npz(path, "sample shard", fix, required=["arr_0", "labels"], lead="corrupt") as f:
+        shard = {k: f[k] for k in f.files}
+    check_images(shard["arr_0"], path, "sample shard", fix)
+    if shard["arr_0"].shape[0] != expected:
+        raise ValueError(f"{path}: holds {shard['arr_0'].shape[0]} images, expected {expected}; {fix}")
     if key is not None and str(shard.get("key", "")) != key:
         raise ValueError(f"{path}: made with another checkpoint, configuration or sampling knobs "
                          f"(key {str(shard.get('key', ''))!r}, expected {key!r}); delete it to regenerate")
@@ -140,9 +140,13 @@ def load_shard(path: Path, expected: int, key: str | None = None) -> dict:
 def make_sampler(var, vae, device):
     """The lean sampler on a GPU (its default precision, as close to float32 as the
     reference's fp16 autocast: `variant bench precision`); the reference one on a CPU,
-    where float32 keeps the tiny profile exact. Both take the same arguments."""
+    where float32 keeps the tiny profile exact. Both take the same arguments. On a GPU
+    the stage's float32 model goes back to host memory: the sampler computes with its
+    own copy, and the GPU's memory is the cache's."""
     if torch.device(device).type == "cuda":
-        return LeanSampler(var, vae).generate
+        sampler = LeanSampler(var, vae)
+        var.to("cpu")
+        return sampler.generate
     return lambda *a, **k: generate(var, vae, *a, **k)
 
 
@@ -281,10 +285,13 @@ def sample_grid(npz_files: list[str], titles: list[str], out_stem: str | os.Path
     import matplotlib.pyplot as plt
 
     rows = []
-    for path in npz_files:
-        with np.load(path) as f:
+    for path in npz_files:   # every file read before anything is drawn or written
+        fix = "pass a packed file of `variant sample`"
+        with open_npz(path, "sample file", fix, required=["arr_0", "labels"]) as f:
             order = class_sorted(f, path)
-            images, labels = f["arr_0"], f["labels"][order]
+            images, labels = check_images(f["arr_0"], path, "sample file", fix), f["labels"][order]
+        if len(labels) != len(images):
+            raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels; {fix}")
         classes = np.unique(labels)[:per_row]
         rows.append([images[order[np.flatnonzero(labels == c)[0]]] for c in classes])
     n_cols = max(len(r) for r in rows)
@@ -299,7 +306,7 @@ def sample_grid(npz_files: list[str], titles: list[str], out_stem: str | os.Path
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     for ext in ("pdf", "png"):
-        fig.savefig(out_stem.with_suffix(f".{ext}"), dpi=150, bbox_inches="tight")
+        save_figure(fig, out_stem.with_suffix(f".{ext}"), dpi=150, bbox_inches="tight")
     plt.close(fig)
 
 

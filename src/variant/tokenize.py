@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .atomic import torch_save, write_text
+from .files import unreadable
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 FORMAT = 1
@@ -171,6 +172,12 @@ def _shard_meta(common: dict, lo: int, hi: int) -> dict:
     return dict(common, images=[lo, hi])
 
 
+def _shard_intact(path: Path, sha256: str | None) -> bool:
+    """The file index.json recorded: present, and (when recorded) of that sha256."""
+    from .checkpoint import sha256_file
+    return path.is_file() and (sha256 is None or sha256_file(path) == sha256)
+
+
 def _shard_ok(path: Path, meta: dict) -> bool:
     if not path.is_file():
         return False
@@ -202,6 +209,11 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
     from .checkpoint import build_vae, read_state_dict, sha256_file
 
     out_dir = Path(out_dir)
+    for name, value, least in (("--shard-size", shard_size, 1), ("--batch-size", batch_size, 1),
+                               ("--views", views, 1), ("--workers", workers, 0)):
+        if not isinstance(value, int) or value < least:
+            raise ValueError(f"{name}: {value!r} is not an integer of at least {least} "
+                             f"(e.g. {name} {max(least, 1) if name != '--shard-size' else 2048})")
     if randaugment is None and views != 1:
         raise ValueError(f"views={views} without RandAugment would store identical copies; use views=1")
     if randaugment is not None:
@@ -225,10 +237,14 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
     index_path = out_dir / "index.json"
     if index_path.is_file():
         old = json.loads(index_path.read_text())
-        if {k: old.get(k) for k in common} == common and old.get("count") == index["count"] and all(
-                (out_dir / s["file"]).is_file() for s in old["shards"]):
-            log(f"{out_dir}: up to date ({old['count']} samples)")
-            return old
+        if {k: old.get(k) for k in common} == common and old.get("count") == index["count"]:
+            bad = [s["file"] for s in old["shards"] if not _shard_intact(out_dir / s["file"], s.get("sha256"))]
+            if not bad:
+                log(f"{out_dir}: up to date ({old['count']} samples)")
+                return old
+            for name in bad:   # cut or changed since it was indexed: recomputed below
+                log(f"{out_dir / name}: missing or not the shard index.json recorded; recomputing it")
+                (out_dir / name).unlink(missing_ok=True)
         index_path.unlink()   # stale: rebuilt below
 
     vae = vae.to(device).eval().requires_grad_(False)
@@ -280,6 +296,26 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
 # ---------------------------------------------------------------------------------------
 # reading
 
+# shards verified in this process, by (path, size, mtime): a training run opens each shard
+# once per TokenDataset, and hashing it again on every open would be wasted reads
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def _verify_once(path: Path, sha256: str | None, fix: str) -> None:
+    """A cut or changed shard fails here, naming it, instead of deep in torch.load (OSError)
+    or, worse, loading: mmap reads a torn zip until the first missing page."""
+    from .checkpoint import sha256_file
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if sha256 is None or key in _VERIFIED:   # an index written before shards were hashed: nothing to check
+        return
+    got = sha256_file(path)
+    if got != sha256:
+        raise unreadable(path, "token shard", f"sha256 {got[:12]}... is not {sha256[:12]}... recorded in "
+                         "index.json: cut or changed since `variant tokenize` wrote it", fix)
+    _VERIFIED.add(key)
+
+
 class TokenDataset:
     """The token shards of one `variant tokenize` output.
 
@@ -311,8 +347,22 @@ class TokenDataset:
     def shard(self, s: int) -> dict:
         if s not in self._shards:
             info = self.index["shards"][s]
-            self._shards[s] = torch.load(self.root / info["file"], map_location="cpu",
-                                         weights_only=True, mmap=True)
+            path = self.root / info["file"]
+            fix = f"rerun `variant tokenize --out {self.root}` with the same arguments: it recomputes the shard"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: token shard missing ({fix})")
+            _verify_once(path, info.get("sha256"), fix)
+            try:
+                shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:   # torch raises many types for a torn file
+                raise unreadable(path, "token shard", f"{type(e).__name__}: {' '.join(str(e).split())[:200]}",
+                                 fix) from e
+            rows = info.get("count")
+            if not (isinstance(shard, dict) and {"tokens", "labels"} <= set(shard)
+                    and shard["tokens"].dim() == 2 and shard["tokens"].shape[1] == self.L
+                    and rows in (None, shard["tokens"].shape[0])):
+                raise unreadable(path, "token shard", f"not {rows or 'n'} rows of {self.L} tokens and labels", fix)
+            self._shards[s] = shard
         return self._shards[s]
 
     def __iter__(self):
@@ -357,7 +407,7 @@ def add_parser(sub):
     p.add_argument("--randaugment", type=int, nargs=2, metavar=("N", "M"), default=None,
                    help="override params train.augment.randaugment")
     p.add_argument("--no-randaugment", action="store_true", help="ignore params' RandAugment")
-    p.add_argument("--device", default=None, help="default: params `device` if available")
+    p.add_argument("--device", default=None, help="default: params `device`")
     p.set_defaults(func=_main)
     b = _bench_parsers(sub).add_parser(
         "tokenize", help="time a training step from tokens vs. from images (encode per step)")
@@ -366,7 +416,7 @@ def add_parser(sub):
     b.add_argument("--params", default="params.yaml")
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--batch", type=int, default=None, help="default: params train.batch_size")
-    b.add_argument("--device", default=None, help="default: params `device` if available")
+    b.add_argument("--device", default=None, help="default: params `device`")
 
 
 def _bench_parsers(sub):
@@ -379,11 +429,9 @@ def _bench_parsers(sub):
 
 
 def _device(requested: str | None, cfg: dict) -> str:
+    from .config import check_device
     dev = requested or cfg.get("device", "cpu")
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        if requested:
-            raise ValueError(f"--device {requested}: CUDA is not available on this machine")
-        dev = "cpu"
+    check_device(dev, "--device" if requested else f"profiles.{cfg.get('profile')}.device")
     return dev
 
 

@@ -60,7 +60,12 @@ clip 1.0, precision fp32 | fp16 (autocast + GradScaler) | bf16 (autocast).
 Checkpoints: every `checkpoint_every` steps `state-dir/state.pt` (atomic) holds model,
 optimizer, scaler, step, epoch, RNG states, data position and the log so far; `--resume`
 (default) continues from it, bitwise (CPU; on GPU pass --deterministic: checked on an
-H100 for fp16 and bf16 with Mixup, 15 steps interrupted at 6, same sha256). The final
+H100 for fp16 and bf16 with Mixup, 15 steps interrupted at 6, same sha256). The state
+holds only tensors and plain values, so it loads with weights_only=True (a crafted pickle
+is refused unrun). It is keyed by the run's identity (run, config hash, phases, batch,
+inputs' sha256): a state of another identity, or one that cannot be read, is set aside
+beside it (state.pt.stale-<config hash>, state.pt.corrupt) and training starts afresh;
+once the final checkpoint and log are written the state is removed. The final
 supernet is written in the reference key layout (weights only) and its sha256 printed. The
 per-step log (columns in docs/CONTRACTS.md; `step` is the 0-based optimizer step, whose
 seed drew the row's subnet choice) is written atomically at each checkpoint and at the end;
@@ -69,6 +74,7 @@ its checkpoint_sha256 is the final checkpoint's (empty before the end).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -87,6 +93,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .atomic import atomic_path
+from .checkpoint import load_error
 from .supernet import Subnet
 from .tokenize import (TokenDataset, _bench_parsers, atomic_torch_save, progress, seed_of,
                        split_scales)
@@ -360,7 +367,15 @@ def make_optimizer(model, lr, betas, weight_decay, device: torch.device):
 
 
 def rng_states() -> dict:
-    out = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The process RNGs as tensors and plain values, so that a state loads with
+    weights_only=True. Training draws from keyed generators; numpy's and Python's global
+    RNGs are kept too, so that anything else drawing from them resumes exactly."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, mt, gauss_next = random.getstate()
+    out = {"torch": torch.get_rng_state(),
+           "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                     "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+           "python": {"version": version, "state": list(mt), "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
@@ -368,10 +383,73 @@ def rng_states() -> dict:
 
 def set_rng_states(s: dict) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    py = s["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
+
+
+STATE_KEYS = {"ident", "model", "optimizer", "scaler", "step", "epoch", "rng", "log"}
+
+
+def load_state(state_path: Path, ident: dict, info: DistInfo, say) -> dict | None:
+    """This run's resume state, or None to train afresh. A state of another run (params
+    edited, other phases or inputs) or one that cannot be read (truncated, empty, or holding
+    pickled objects: weights_only refuses them unrun) cannot be resumed, so it is set aside
+    beside the state, never deleted, with one line saying so."""
+    if not state_path.is_file():
+        return None
+    try:
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        if not isinstance(st, dict) or not STATE_KEYS <= set(st) or not isinstance(st["ident"], dict):
+            raise ValueError("not a training state")
+    except Exception as e:   # torch raises many types for a bad file
+        aside, why = state_path.with_name(state_path.name + ".corrupt"), f"unreadable ({load_error(e)})"
+    else:
+        if st["ident"] == ident:
+            return st
+        keys = list(ident) + [k for k in st["ident"] if k not in ident]
+        diff = [k for k in keys if st["ident"].get(k) != ident.get(k)]
+        tag = re.sub(r"[^0-9A-Za-z]", "", str(st["ident"].get("config_hash")))[:16] or "unknown"
+        aside, why = state_path.with_name(f"{state_path.name}.stale-{tag}"), \
+            f"saved for another run ({', '.join(diff)} differ)"
+    if info.world > 1:   # every rank has read the file before rank 0 moves it
+        dist.barrier()
+    if info.main:
+        os.replace(state_path, aside)
+    if info.world > 1:
+        dist.barrier()
+    say(f"{state_path}: {why}; set aside as {aside.name}, training {ident['run']} afresh")
+    return None
+
+
+def resolve_phases(cfg: dict, spec: RunSpec, override=None, params="params") -> tuple[int, int, int]:
+    """The run's epochs per phase, checked. A phase may be empty (snapshot runs stop after
+    phase 1, `--epochs-override 0 0 1` trains phase 3 only), but none may be negative and
+    the run must train at least one epoch: else the "trained" checkpoint is its init."""
+    if override is not None:
+        phases, where = tuple(int(e) for e in override), "--epochs-override"
+    else:
+        table = {int(k): v for k, v in cfg["train"]["phases"].items()}
+        where = f"{params}: profiles.{cfg.get('profile', '?')}.train.phases"
+        if spec.subnet_depth not in table:
+            valid = ", ".join(re.sub(r"_d\d+$", f"_d{d}", spec.name) for d in sorted(table))
+            raise ValueError(f"{where}: run {spec.name} needs phase lengths for subnet depth "
+                             f"{spec.subnet_depth}, which has none (valid runs: {valid}; or pass --epochs-override)")
+        phases, where = tuple(table[spec.subnet_depth]), f"{where}.{spec.subnet_depth}"
+    if len(phases) != 3:
+        raise ValueError(f"{where}: {list(phases)} is not three phase lengths (E1, E2, E3)")
+    for i, e in enumerate(phases):
+        if e < 0:
+            raise ValueError(f"{where}: phase {i + 1} has {e} epochs (a phase needs 0 or more, "
+                             "a run at least 1 in total)")
+    if sum(phases) < 1:
+        raise ValueError(f"{where}: phases {list(phases)} train no epoch, so the checkpoint would "
+                         "equal its init (give a phase at least 1 epoch)")
+    return phases
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,7 +459,8 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
           resume: bool = True, micro_batch: int | None = None, device: str | None = None,
           stop_after: int | None = None, activation_checkpointing: bool = False,
           flips: str = "coin", deterministic: bool = False, echo=print, stop_flag=None,
-          compiled: bool | None = None, snapshot_dir=None, snapshot_epochs=()) -> dict:
+          compiled: bool | None = None, snapshot_dir=None, snapshot_epochs=(),
+          params="params") -> dict:
     """Algorithm 1 (or a baseline) from `init`; returns {"finished", "step", "sha256"}.
 
     snapshot_dir, snapshot_epochs: also keep the weights after each of these epochs (1-based:
@@ -393,14 +472,20 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
     stop_after: leave after that many optimizer steps in total, with the state saved
     (an interrupted job); stop_flag: a callable polled after each step (a signal arrived).
     compiled: torch.compile the blocks; None means params train.compile, else on CUDA only.
+    params: the params file cfg came from, named in errors.
+
+    The resume state is this run's only: another run's or an unreadable one is set aside
+    (load_state), and it is removed once the final checkpoint and log are written.
     """
     from .checkpoint import build_vae, build_var, read_state_dict, save_state_dict, sha256_file
-    from .config import phases_of
     from .provenance import provenance, write_parquet
 
     tcfg = cfg["train"]
     spec = parse_run(run)
-    phases = tuple(phases) if phases is not None else phases_of(cfg, spec.subnet_depth)
+    phases = resolve_phases(cfg, spec, phases, params)
+    if micro_batch is not None and micro_batch < 1:   # checked before `or` would take 0 for unset
+        raise ValueError(f"--micro-batch: {micro_batch} is not a positive number of samples per "
+                         "process (leave it out for global batch / processes)")
     info = init_distributed(device or cfg.get("device", "cpu"))
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -465,12 +550,8 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
              "steps_per_epoch": spe, "flips": flips, "tokens_count": len(ds),
              "init_sha256": sha256_file(init), "vae_sha256": vae_sha}
     rows, step = [], 0
-    if resume and state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
-        if st["ident"] != ident:
-            diff = [k for k in ident if st["ident"].get(k) != ident[k]]
-            raise ValueError(f"{state_path}: saved for another run ({', '.join(diff)} differ); "
-                             "remove it or pass --no-resume")
+    st = load_state(state_path, ident, info, say) if resume else None
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         scaler.load_state_dict(st["scaler"])
@@ -545,8 +626,6 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
             bar.close()
     result = {"finished": not stopped, "step": step, "total": total, "sha256": None}
     if not stopped:
-        if step % int(tcfg["checkpoint_every"]):
-            save_state()
         if info.main:
             for e in snapshot_epochs if snapshot_dir is not None else ():
                 with atomic_path(Path(snapshot_dir) / f"e{e}.pth") as tmp:
@@ -555,6 +634,12 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
             write_log(sha)
             say(f"{out}: sha256 {sha}")
             result["sha256"] = sha
+            # both outputs are in place (atomically): the state and its snapshots are spent,
+            # and a rerun (a params edit, --force) trains afresh
+            state_path.unlink(missing_ok=True)
+            shutil.rmtree(state_path.parent / "snapshots", ignore_errors=True)
+            with contextlib.suppress(OSError):   # kept when set-aside states lie there
+                state_path.parent.rmdir()
         if info.world > 1:
             dist.barrier()
     else:
@@ -768,7 +853,7 @@ def _main(args) -> int:
               args.epochs_override, args.resume, args.micro_batch, args.device, args.stop_after,
               args.activation_checkpointing, args.flips, args.deterministic,
               stop_flag=lambda: flag["stop"], compiled=args.compile, snapshot_dir=args.snapshot_dir,
-              snapshot_epochs=args.snapshot_epochs)
+              snapshot_epochs=args.snapshot_epochs, params=args.params)
     if r["finished"] or args.stop_after is not None:
         return 0
     print(f"variant train: interrupted at step {r['step']}; state saved, re-run to resume", file=sys.stderr)

@@ -8,7 +8,11 @@ VAR = f"{A}/pretrained/var.pth"
 VAE = f"{A}/pretrained/vae.pth"
 TINY = P["data"]["source"] == "synthetic"
 PY = "variant"   # every rule calls `variant <stage> --profile ...`
-PROFILE_ARG = f"--profile {PROFILE}"
+# Tokens, not a string: `{PROFILE_ARG:q}` quotes each. The same for every multi-token
+# param below (a flag and its paths), so no value is ever split or expanded by the shell.
+PROFILE_ARG = ["--profile", PROFILE]
+PRETRAINED = f"{A}/pretrained"
+TOKENS = f"{A}/tokens/train"
 
 
 RUNS = dag.runs_and_configs(P)

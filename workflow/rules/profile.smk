@@ -7,4 +7,4 @@ rule profile:
     params: knobs=knobs("model", "profiling")
     log: f"{LOGS}/profile.log"
     resources: **resources("profile")
-    shell: "{PY} profile {PROFILE_ARG} --var {input.var} --vae {input.vae} --out {output} > {log} 2>&1"
+    shell: "{PY} profile {PROFILE_ARG:q} --var {input.var:q} --vae {input.vae:q} --out {output:q} > {log:q} 2>&1"

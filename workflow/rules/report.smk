@@ -29,23 +29,25 @@ for _item, (_kind, _extra) in dag.REPORT_ITEMS.items():
             ckpts=list(dict.fromkeys(checkpoint_input(run) for _, run in dag.fig7_runs(P))) if _ckpts else [],
             vae=[VAE] if _ckpts else [],
         output: report_outputs(_item)
-        params: item=_item, knobs=knobs("train", "sample"),
-                ckpts=f"--checkpoints {' '.join(_ckpts)} --vae {VAE}" if _ckpts else ""
+        params: item=_item, knobs=knobs("train", "sample"), tables=f"{R}/tables", report_dir=R,
+                ckpts=["--checkpoints", *_ckpts, "--vae", VAE] if _ckpts else []   # tokens, each quoted
         log: f"{LOGS}/report/{_item}.log"
         localrule: not _ckpts   # Figure 7 samples images: a job with the sample resources
         resources: **resources("sample" if _ckpts else "default")
-        shell: "{PY} report {PROFILE_ARG} --only {params.item} --metrics {input.metrics} "
-               "--profiling {input.profiling} --training-logs {input.logs} {params.ckpts} "
-               "--tables-dir {R}/tables --figures-dir figures --report-dir {R} > {log} 2>&1"
+        shell: "{PY} report {PROFILE_ARG:q} --only {params.item:q} --metrics {input.metrics:q} "
+               "--profiling {input.profiling:q} --training-logs {input.logs:q} {params.ckpts:q} "
+               "--tables-dir {params.tables:q} --figures-dir figures --report-dir {params.report_dir:q} "
+               "> {log:q} 2>&1"
 
 
 rule paper_check:
     input: quality=f"{R}/quality.parquet", profiling=f"{R}/profiling.parquet"
     output: f"{R}/paper_check.md", f"{R}/paper_check.html"
+    params: report_dir=R
     log: f"{LOGS}/report/paper_check.log"
     localrule: True
-    shell: "{PY} report {PROFILE_ARG} --only paper_check --quality {input.quality} "
-           "--profiling {input.profiling} --report-dir {R} > {log} 2>&1"
+    shell: "{PY} report {PROFILE_ARG:q} --only paper_check --quality {input.quality:q} "
+           "--profiling {input.profiling:q} --report-dir {params.report_dir:q} > {log:q} 2>&1"
 
 
 REPORT_OUTPUTS = [f for item in dag.REPORT_ITEMS for f in report_outputs(item)] + [
@@ -71,9 +73,9 @@ for _fig in ("fig4_samples", "fig6_samples"):
         name: f"report_{_fig}"
         input: [f"{A}/samples/{run}/{cfg}.npz" for run, cfg, _ in grid_inputs(_fig)]
         output: f"figures/{_fig}.pdf", f"figures/{_fig}.png"
-        params: titles=" ".join(f"'{t}'" for _, _, t in grid_inputs(_fig)), stem=f"figures/{_fig}"
+        params: titles=[t for _, _, t in grid_inputs(_fig)], stem=f"figures/{_fig}"   # `:q` quotes each title
         log: f"{LOGS}/report/{_fig}.log"
         localrule: True
-        shell: "{PY} grid {input} --titles {params.titles} --out {params.stem} > {log} 2>&1"
+        shell: "{PY} grid {input:q} --titles {params.titles:q} --out {params.stem:q} > {log:q} 2>&1"
 
 REPORT_OUTPUTS += [f"figures/{f}.{e}" for f in ("fig4_samples", "fig6_samples") for e in ("pdf", "png")]

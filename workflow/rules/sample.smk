@@ -13,8 +13,8 @@ if N_SHARDS == 1:
         params: var=lambda w: checkpoint(w.run), knobs=knobs("model", "sample")
         log: f"{LOGS}/sample/{{run}}/{{config}}.log"
         resources: **resources("sample")
-        shell: "{PY} sample {PROFILE_ARG} --var {params.var} --vae {input.vae} "
-               "--config {wildcards.config} --out {output} > {log} 2>&1"
+        shell: "{PY} sample {PROFILE_ARG:q} --var {params.var:q} --vae {input.vae:q} "
+               "--config {wildcards.config:q} --out {output:q} > {log:q} 2>&1"
 
 else:
 
@@ -25,8 +25,8 @@ else:
                 out=f"{A}/samples/{{run}}/{{config}}.npz"
         log: f"{LOGS}/sample/{{run}}/{{config}}/shard-{{shard}}.log"
         resources: **resources("sample")
-        shell: "{PY} sample {PROFILE_ARG} --var {params.var} --vae {input.vae} --config {wildcards.config} "
-               "--shards {wildcards.shard} --out {params.out} > {log} 2>&1"
+        shell: "{PY} sample {PROFILE_ARG:q} --var {params.var:q} --vae {input.vae:q} --config {wildcards.config:q} "
+               "--shards {wildcards.shard:q} --out {params.out:q} > {log:q} 2>&1"
 
     rule sample:
         input: var=lambda w: checkpoint_input(w.run),
@@ -36,5 +36,5 @@ else:
         params: var=lambda w: checkpoint(w.run)
         log: f"{LOGS}/sample/{{run}}/{{config}}.log"
         resources: **resources("default")
-        shell: "{PY} sample {PROFILE_ARG} --pack --var {params.var} --config {wildcards.config} "
-               "--out {output} > {log} 2>&1"
+        shell: "{PY} sample {PROFILE_ARG:q} --pack --var {params.var:q} --config {wildcards.config:q} "
+               "--out {output:q} > {log:q} 2>&1"
