@@ -9,7 +9,13 @@ and --config values are data, never shell code, and a path may hold a space.
 """
 import os
 
+from snakemake.utils import min_version, validate
+
 from variant.config import load_params
+
+min_version("9.0")
+# A misspelt key (`--config profil=paper`) would otherwise run the default profile.
+validate(config, "workflow/schemas/config.schema.json")
 
 # Characters a shell still expands inside double quotes. Cluster executors re-send the
 # --config values on each job's command line, and the SLURM plugin wraps that line in

@@ -45,3 +45,22 @@ def test_verify_golden_names_a_missing_directory(tmp_path):
     assert r.returncode == 2
     assert "not a golden directory, missing config.json" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_version_through_the_command_and_python_m():
+    from variant import __version__
+    for cmd in ([sys.executable, "-m", "variant.cli", "--version"], [sys.executable, "-m", "variant", "--version"]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.strip() == f"variant {__version__}", r.stderr
+
+
+def test_snakemake_config_keys_are_validated(tmp_path):
+    """A misspelt --config key stops the run naming it, instead of running the default profile."""
+    import shutil as sh
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    snakemake = sh.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
+    r = subprocess.run([snakemake, "-n", "all", "--config", "profil=paper"], cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "profil" in r.stdout + r.stderr and "was unexpected" in r.stdout + r.stderr

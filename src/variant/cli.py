@@ -24,9 +24,12 @@ COMMANDS = {
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    from . import __version__
     p = argparse.ArgumentParser(prog="variant", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"variant {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    modules = COMMANDS.get(command) or dict.fromkeys(m for ms in COMMANDS.values() for m in ms)
+    modules = [] if command == "--version" else (
+        COMMANDS.get(command) or dict.fromkeys(m for ms in COMMANDS.values() for m in ms))
     for name in modules:
         importlib.import_module(f"variant.{name}").add_parser(sub)
     return p
