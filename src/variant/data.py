@@ -25,6 +25,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .atomic import write_text
+
 CLASS_NAMES = ("disc", "square", "ring", "triangle", "hstripes",
                "vstripes", "checker", "cross", "dstripes", "blobs")
 SUPERSAMPLE = 4
@@ -158,7 +160,7 @@ def make_synthetic_dataset(out_dir, num_classes: int = 10, per_class: int = 500,
         "seed": seed,
         "sha256": digest.hexdigest(),
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 # -----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import write_parquet
+from .atomic import write_parquet, write_text
 from .costmodel import REFERENCE, KVAccounting, VARShape, flops, kv_cache_bytes
 from .models import VAR, VQVAE
 from .sampler import PRECISIONS, LeanSampler, default_precision, generate
@@ -343,7 +343,7 @@ def trace_lean(sampler: LeanSampler, var: VAR, subnet: Subnet, batch: int, path:
         torch.cuda.synchronize()
     sampler.release()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(kernel_table(prof))
+    write_text(path, kernel_table(prof))
 
 
 def kernel_table(prof, top: int = 40) -> str:

@@ -92,7 +92,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_text
 from .checkpoint import load_error
 from .supernet import Subnet
 from .tokenize import (TokenDataset, _bench_parsers, atomic_torch_save, progress, seed_of,
@@ -756,7 +756,7 @@ def bench_train(depths, batches, dtypes, probs, steps=5, warmup=2, device="cpu",
                     runner.run(warmup + steps, fetch, sub if draw_subnet(0, warmup + steps, p) else None)
                     torch.cuda.synchronize(info.device)
                 Path(trace).parent.mkdir(parents=True, exist_ok=True)
-                Path(trace).write_text(kernel_table(prof, top=50))
+                write_text(trace, kernel_table(prof, top=50))
         except torch.OutOfMemoryError:
             oom = True
         if cuda:
