@@ -1,5 +1,6 @@
 """Tokenise once, then Algorithm 1: the schedule, the draws, resume and data parallelism."""
 import json
+import re
 import shutil
 from fractions import Fraction
 import socket
@@ -308,3 +309,19 @@ def test_activation_checkpointing_recomputes_the_same_drop_masks():
         grads.append([p.grad for p in m.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_progress_lines_for_a_log_without_a_terminal(setup, tmp_path):
+    """A SLURM log gets step/total, loss, p, tokens/s and ETA every log_every steps."""
+    lines = []
+    r = run(setup, tmp_path, echo=lines.append, log_every=2)
+    progress = [line for line in lines if " step " in line and "ETA" in line]
+    total = r["total"]
+    assert [int(line.split("step ")[1].split("/")[0]) for line in progress] == \
+        sorted({*range(2, total + 1, 2), total})
+    pattern = rf"progressive_d4: step \d+/{total} \(\d+%\) loss \d+\.\d{{4}} p [01]\.\d\d [\d,]+ tokens/s ETA \d\d:\d\d:\d\d"
+    assert all(re.fullmatch(pattern, line) for line in progress), progress
+    assert progress[-1].endswith("ETA 00:00:00")
+    lines.clear()
+    run(setup, tmp_path / "quiet", echo=lines.append, log_every=0)
+    assert not [line for line in lines if "ETA" in line]

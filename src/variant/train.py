@@ -455,12 +455,21 @@ def resolve_phases(cfg: dict, spec: RunSpec, override=None, params="params") -> 
 # ---------------------------------------------------------------------------------------
 # the training run
 
+def progress_line(run: str, step: int, total: int, loss: float, p: float, tokens_per_s: float,
+                  eta_s: float) -> str:
+    """One line of training progress for a log without a terminal (loss and tokens/s: the
+    mean since the last line)."""
+    eta = time.strftime("%H:%M:%S", time.gmtime(eta_s)) if eta_s < 86400 else f"{eta_s / 3600:.0f} h"
+    return (f"{run}: step {step}/{total} ({100 * step / total:.0f}%) loss {loss:.4f} p {p:.2f} "
+            f"{tokens_per_s:,.0f} tokens/s ETA {eta}")
+
+
 def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phases=None,
           resume: bool = True, micro_batch: int | None = None, device: str | None = None,
           stop_after: int | None = None, activation_checkpointing: bool = False,
           flips: str = "coin", deterministic: bool = False, echo=print, stop_flag=None,
           compiled: bool | None = None, snapshot_dir=None, snapshot_epochs=(),
-          params="params") -> dict:
+          params="params", log_every: int | None = None) -> dict:
     """Algorithm 1 (or a baseline) from `init`; returns {"finished", "step", "sha256"}.
 
     snapshot_dir, snapshot_epochs: also keep the weights after each of these epochs (1-based:
@@ -473,6 +482,8 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
     (an interrupted job); stop_flag: a callable polled after each step (a signal arrived).
     compiled: torch.compile the blocks; None means params train.compile, else on CUDA only.
     params: the params file cfg came from, named in errors.
+    log_every: without a terminal (a SLURM log), a progress line every that many steps;
+    None: about 20 lines a run; 0: none. On a terminal the progress bar says it.
 
     The resume state is this run's only: another run's or an unreadable one is set aside
     (load_state), and it is removed once the final checkpoint and log are written.
@@ -588,6 +599,10 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
     order_epoch, order = None, None
     L = model.L
     bar = progress(total=total, initial=step, unit="step", desc=run) if info.main else None
+    if log_every is None:
+        log_every = max(1, total // 20)
+    lines = bool(log_every) and (bar is None or bar.disable)
+    t_start, step_start = time.perf_counter(), step
     stopped = False
     try:
         while step < total:
@@ -615,6 +630,11 @@ def train(cfg: dict, run: str, init, vae, tokens, out, log, state_dir=None, phas
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", p=f"{p:.2f}", refresh=False)
+            if lines and (step % log_every == 0 or step == total):
+                recent = rows[-log_every:]
+                per_step = (time.perf_counter() - t_start) / (step - step_start)
+                say(progress_line(run, step, total, sum(r["loss"] for r in recent) / len(recent), p,
+                                  sum(r["tokens_per_s"] for r in recent) / len(recent), per_step * (total - step)))
             stop = (stop_after is not None and step >= stop_after) or bool(stop_flag and stop_flag())
             if step % int(tcfg["checkpoint_every"]) == 0 or (stop and step < total):
                 save_state()
@@ -815,6 +835,8 @@ def add_parser(sub):
                    help="torch.compile the blocks (default: on CUDA)")
     p.add_argument("--flips", choices=["coin", "both"], default="coin")
     p.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels")
+    p.add_argument("--log-every", type=int, default=None, metavar="STEPS",
+                   help="without a terminal, a progress line every STEPS steps (default: 20 a run; 0: none)")
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_main)
 
@@ -853,7 +875,7 @@ def _main(args) -> int:
               args.epochs_override, args.resume, args.micro_batch, args.device, args.stop_after,
               args.activation_checkpointing, args.flips, args.deterministic,
               stop_flag=lambda: flag["stop"], compiled=args.compile, snapshot_dir=args.snapshot_dir,
-              snapshot_epochs=args.snapshot_epochs, params=args.params)
+              snapshot_epochs=args.snapshot_epochs, params=args.params, log_every=args.log_every)
     if r["finished"] or args.stop_after is not None:
         return 0
     print(f"variant train: interrupted at step {r['step']}; state saved, re-run to resume", file=sys.stderr)
