@@ -23,10 +23,10 @@ import torch
 
 from variant import dag
 from variant.config import load_params
-from variant.profiling import random_vae, random_var
-from variant.provenance import git_commit, write_parquet
-from variant.sample import parse_config
-from variant.sampler import LeanSampler
+from variant.stages.profile import random_vae, random_var
+from variant.util.provenance import git_commit, write_parquet
+from variant.stages.sample import parse_config
+from variant.sampling import LeanSampler
 
 
 

@@ -16,8 +16,8 @@ import time
 import pynvml
 import torch
 
-from variant.profiling import _labels, random_vae, random_var
-from variant.sampler import LeanSampler
+from variant.stages.profile import _labels, random_vae, random_var
+from variant.sampling import LeanSampler
 
 
 def main():

@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from variant.checkpoint import load_models, sha256_file
+from variant.models.checkpoint import load_models, sha256_file
 from variant.config import load_params
 from variant.metrics import extract_features, feature_layer, fid_to, image_set, paired_fid_difference
-from variant.profiling import device_name, reference_precision, tf32
-from variant.provenance import git_commit, write_parquet
-from variant.reference import load as load_reference
-from variant.sample import sample_shard
-from variant.sampler import LeanSampler, generate
+from variant.stages.profile import device_name, reference_precision, tf32
+from variant.util.provenance import git_commit, write_parquet
+from variant.stages.reference import load as load_reference
+from variant.stages.sample import sample_shard
+from variant.sampling import LeanSampler, generate
 
 MODES = ("reference", "reference-fp32", "lean", "lean-bf16")
 

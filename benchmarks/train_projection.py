@@ -4,7 +4,7 @@ Reads `variant bench train` rows (results/benchmarks/train_<gpu>.parquet): token
 the same configuration at subnet probability 0 (every step full depth) and 1 (every step
 the subnet). A step at probability p costs (1 - p) full steps and p subnet steps on
 average, so one epoch at p takes images x L x ((1 - p) / tps_0 + p / tps_1). The
-schedule's p per epoch is Algorithm 1's (the progressive run's, variant.train). Multi-GPU
+schedule's p per epoch is Algorithm 1's (the progressive run's, variant.stages.train). Multi-GPU
 time divides by the GPU count times a scaling efficiency (measured by the same bench
 under torchrun; 1.0 assumes perfect scaling).
 
@@ -18,7 +18,7 @@ import sys
 
 import pandas as pd
 
-from variant.train import parse_run
+from variant.stages.train import parse_run
 
 IMAGENET_TRAIN = 1_281_167
 TOKENS_PER_IMAGE = 680   # VAR-d30 at 256 px: sum of (1,2,3,4,5,6,8,10,13,16)^2

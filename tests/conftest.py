@@ -41,3 +41,11 @@ def one_thread():
 @pytest.fixture
 def golden_dir() -> Path:
     return GOLDEN
+
+
+def pytest_collection_modifyitems(config, items):
+    """tests/e2e runs Snakemake, DVC or SLURM end to end: minutes, so all of it is `slow`."""
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if e2e in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.slow)

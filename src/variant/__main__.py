@@ -1,6 +1,6 @@
 """`python -m variant`: the same as the `variant` command."""
 import sys
 
-from .cli import main
+from variant.cli import main
 
 sys.exit(main())

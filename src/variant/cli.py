@@ -15,16 +15,18 @@ import sys
 # and the pipeline starts `variant` once per job.
 COMMANDS = {
     "verify-golden": ["golden"], "cost": ["costmodel"],
-    "make-data": ["fetch"], "fetch": ["fetch"], "train-extractor": ["fetch"],
-    "tokenize": ["tokenize"], "train": ["train"], "bench": ["profiling", "tokenize", "train", "precision"],
-    "sample": ["sample"], "grid": ["sample"], "reference-stats": ["reference"],
-    "evaluate": ["evaluate"], "collect": ["evaluate"],
-    "profile": ["profiling"], "report": ["report"], "findings": ["findings"], "dvc-yaml": ["dvcgen"],
+    "make-data": ["stages.fetch"], "fetch": ["stages.fetch"], "train-extractor": ["stages.fetch"],
+    "tokenize": ["stages.tokenize"], "train": ["stages.train"],
+    "bench": ["stages.profile", "stages.tokenize", "stages.train", "bench.precision"],
+    "sample": ["stages.sample"], "grid": ["stages.sample"], "reference-stats": ["stages.reference"],
+    "evaluate": ["stages.evaluate"], "collect": ["stages.evaluate"],
+    "profile": ["stages.profile"], "report": ["stages.report"], "findings": ["stages.findings"],
+    "dvc-yaml": ["dvcgen"],
 }
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    from . import __version__
+    from variant import __version__
     p = argparse.ArgumentParser(prog="variant", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"variant {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -40,7 +42,7 @@ def check_device(args) -> None:
     one stops here, before any work, naming --device or the params key `device`."""
     if not hasattr(args, "device"):
         return
-    from .config import check_device, load_params
+    from variant.config import check_device, load_params
     if args.device:
         check_device(args.device, "--device")
     elif hasattr(args, "params"):
@@ -51,8 +53,8 @@ def check_device(args) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
-    from .checkpoint import CheckpointError
-    from .supernet import SubnetError
+    from variant.models.checkpoint import CheckpointError
+    from variant.models.supernet import SubnetError
     try:
         check_device(args)
         return args.func(args)

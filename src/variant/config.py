@@ -20,7 +20,7 @@ import jsonschema
 import yaml
 
 DEFAULT_PARAMS = "params.yaml"
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.json"
+SCHEMA = Path(__file__).with_name("params.schema.json")   # installed with the package
 
 
 class ParamsError(ValueError):

@@ -6,7 +6,7 @@ so the two can never disagree about which jobs a table needs.
 """
 from __future__ import annotations
 
-from .config import phases_of
+from variant.config import phases_of
 
 
 def depth(P: dict) -> int:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from . import dag
-from .atomic import write_text
-from .config import load_params
+from variant import dag
+from variant.util.atomic import write_text
+from variant.config import load_params
 
 # Snakemake is told not to judge by modification times (DVC restores files with new
 # ones); DVC decides what is stale by content and declared params.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, build_vae, build_var, read_state_dict, var_config
-from .sampler import LeanSampler, generate
+from variant.models.checkpoint import CheckpointError, build_vae, build_var, read_state_dict, var_config
+from variant.sampling import LeanSampler, generate
 
 FLOAT_TOL = 1e-4
 SAMPLERS = ("reference", "lean")
@@ -67,7 +67,7 @@ def load_golden(directory: str | Path):
 
 
 def verify_golden(directory: str | Path, device: str = "cpu", samplers=SAMPLERS) -> list[Check]:
-    from .profiling import tf32
+    from variant.stages.profile import tf32
     with tf32(False):   # TF32 would cost ~1e-3 of precision; the tolerances are for true float32
         return _verify(directory, device, samplers)
 

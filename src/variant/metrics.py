@@ -7,7 +7,7 @@ on the synthetic data (train_feature_extractor) and registered with torch-fideli
 
 The protocol is that of OpenAI's ADM evaluator (what VAR and the paper report): FID against
 the reference's (mu, sigma), which for ImageNet are the reference batch's stored statistics
-of the whole training set (variant.reference), precision/recall with k = 3 against the
+of the whole training set (variant.stages.reference), precision/recall with k = 3 against the
 reference images' features, and the Inception Score over contiguous splits of the images in
 the order given (ADM does not shuffle; the sample stage packs files in a class-balanced order).
 """
@@ -34,9 +34,9 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from .atomic import torch_save, write_text
-from .data import find_images, load_images, read_image, to_float
-from .files import open_npz, unreadable
+from variant.util.atomic import torch_save, write_text
+from variant.tiny.data import find_images, load_images, read_image, to_float
+from variant.util.files import open_npz, unreadable
 
 TINY = "variant-tiny"
 INCEPTION = "inception-v3-compat"
@@ -388,7 +388,7 @@ def paired_fid_difference(a: torch.Tensor, b: torch.Tensor, mu: np.ndarray, sigm
 @dataclass
 class ReferenceStats:
     """What every evaluation needs of the reference set: its features for precision/recall
-    and the mean and covariance FID compares with (variant.reference caches them on disk):
+    and the mean and covariance FID compares with (variant.stages.reference caches them on disk):
     by default those of the features, for ImageNet the reference batch's stored ones."""
 
     features: torch.Tensor     # N x F, the extractor's FID/PRC layer

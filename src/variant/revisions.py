@@ -10,6 +10,6 @@ everything after them; this module imports nothing heavy, as the Snakefile reads
 # them (float64 ticks, the first index on ties).
 TOKENIZER = 2
 
-# The reference statistics' file layout (variant.reference). 2: FID against a reference
+# The reference statistics' file layout (variant.stages.reference). 2: FID against a reference
 # batch's stored mu/sigma, as ADM's evaluator.
 REFERENCE_STATS = 2

@@ -1,5 +1,5 @@
 """Checkpoint-compatible VQVAE and VAR supernet."""
-from .var import VAR
-from .vqvae import VQVAE
+from variant.models.var import VAR
+from variant.models.vqvae import VQVAE
 
 __all__ = ["VAR", "VQVAE"]

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..supernet import Subnet
+from variant.models.supernet import Subnet
 
 
 def block_causal_attention(q, k, v, scales, scale):
@@ -39,7 +39,7 @@ class SelfAttention(nn.Module):
     """Multi-head attention with L2-normalised queries and keys (attn_l2_norm).
 
     `kv_cache`, when given, is an object with `append(k, v) -> (k_all, v_all)`: the
-    sampler decides how keys and values are stored (see variant.sampler).
+    sampler decides how keys and values are stored (see variant.sampling.sampler).
     """
 
     def __init__(self, width: int, num_heads: int, attn_l2_norm: bool = True):

@@ -22,9 +22,9 @@ import functools
 
 import pandas as pd
 
-from ..costmodel import MiB, PAPER_PATCH_NUMS, VARShape, kv_cache_mib, parameter_count
-from ..supernet import subnet_layers
-from .numbers import load_paper_numbers, validate_numbers
+from variant.costmodel import MiB, PAPER_PATCH_NUMS, VARShape, kv_cache_mib, parameter_count
+from variant.models.supernet import subnet_layers
+from variant.paper.numbers import load_paper_numbers, validate_numbers
 
 VARIANTS = {"VARiant-d16": 16, "VARiant-d8": 8, "VARiant-d4": 4, "VARiant-d2": 2}
 TABLE3_ROWS = ("VAR-d30", "VARiant-d16", "VARiant-d8", "VARiant-d2")
@@ -310,7 +310,7 @@ def _architecture(c: _Checks):
               0.5, "Sec. 3.2.1 itself derives 46.7% fewer FLOPs = 1 - 16/30")
     kept = len(subnet_layers(depth, 16))
     c.add("layer-wise FLOPs reduction = 1 - 16/30", "text/sec3.2.1/late-subnet/flops_reduction_pct",
-          100 * (1 - kept / depth), ["variant.supernet.subnet_layers(30, 16)"], 0.05)
+          100 * (1 - kept / depth), ["variant.models.supernet.subnet_layers(30, 16)"], 0.05)
     c.add("full-only layers = D - shared layers", "text/sec3.3.2/full-only-layers/count",
           depth - c["text/sec3.3.2/shared-layers/count"],
           ["algorithm1/setup/D", "text/sec3.3.2/shared-layers/count"], 0.0)
@@ -393,7 +393,7 @@ def _fp32_state_mib() -> tuple[float, int]:
     VQVAE is built. VAR's buffers: zero_k_bias (D x C fp32), the L x L fp32 block-causal mask
     and the L level ids (int64).
     """
-    from ..models.vqvae import VQVAE  # imports torch: only this check needs it
+    from variant.models.vqvae import VQVAE  # imports torch: only this check needs it
 
     vae = VQVAE()
     vae_bytes = sum(t.numel() * t.element_size() for t in (*vae.parameters(), *vae.buffers()))

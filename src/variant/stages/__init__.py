@@ -1,0 +1,1 @@
+"""One module per DAG stage: each a `variant` subcommand that the rules call."""

@@ -1,0 +1,164 @@
+"""The paper's behavioural claims, judged on one profile's quality rows.
+
+Each claim compares FIDs. A difference counts when it exceeds 1.96 standard errors, the
+standard error of each FID being its bootstrap one (evaluate.bootstrap; the rows carry
+FID +- 1.96 SE as fid_ci_low/high) and those of a difference adding in quadrature. The
+configurations share their sampling seed, so their errors correlate positively and this
+test is conservative. A claim is `reproduced` when every comparison it makes goes its way
+significantly, `not reproduced` when one goes the other way significantly, and
+`inconclusive` otherwise (or without intervals).
+
+    variant findings --profile small --quality results/small/quality.parquet --out results/small/findings.md
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from variant import dag
+from variant.util.atomic import write_text
+from variant.config import load_params
+
+Z = 1.96
+SIGN = {1: "+", -1: "-", 0: "0"}
+
+
+@dataclass
+class FID:
+    value: float
+    se: float   # NaN without a bootstrap interval
+
+    @classmethod
+    def of(cls, quality: pd.DataFrame, run: str, config: str) -> "FID | None":
+        rows = quality[(quality["run"] == run) & (quality["config"] == config)]
+        if rows.empty:
+            return None
+        r = rows.iloc[0]
+        lo, hi = r.get("fid_ci_low", math.nan), r.get("fid_ci_high", math.nan)
+        return cls(float(r["fid"]), (hi - lo) / (2 * Z))
+
+    def __str__(self):
+        return f"{self.value:.2f}" + ("" if math.isnan(self.se) else f" ± {Z * self.se:.2f}")
+
+
+def gain(worse: FID, better: FID) -> FID:
+    """How much lower `better` is than `worse` (positive: the claim's direction)."""
+    return FID(worse.value - better.value, math.hypot(worse.se, better.se))
+
+
+def direction(g: FID) -> int:
+    """+1: significantly in the claim's direction, -1: significantly against, 0: neither."""
+    if math.isnan(g.se) or abs(g.value) <= Z * g.se:
+        return 0
+    return 1 if g.value > 0 else -1
+
+
+def verdict(gains: list[FID]) -> str:
+    if not gains:
+        return "inconclusive (no rows)"
+    dirs = [direction(g) for g in gains]
+    if any(math.isnan(g.se) for g in gains):
+        return "inconclusive (no bootstrap intervals: set evaluate.bootstrap)"
+    if -1 in dirs:
+        return "not reproduced"
+    return "reproduced" if all(d == 1 for d in dirs) else "inconclusive"
+
+
+def _claim(title: str, statement: str, lines: list[tuple[str, FID | None, FID | None]]) -> dict:
+    """lines: (what is compared, the configuration the claim says is worse, the better one)."""
+    rows, gains = [], []
+    for what, worse, better in lines:
+        if worse is None or better is None:
+            rows.append(f"| {what} | {worse or 'not run'} | {better or 'not run'} | | |")
+            continue
+        g = gain(worse, better)
+        gains.append(g)
+        rows.append(f"| {what} | {worse} | {better} | {g} | {SIGN[direction(g)]} |")
+    return {"title": title, "statement": statement, "verdict": verdict(gains) if len(gains) == len(lines)
+            else "inconclusive (configurations not run)", "rows": rows}
+
+
+def claims(P: dict, quality: pd.DataFrame) -> list[dict]:
+    q = lambda run, cfg: FID.of(quality, run, cfg)   # noqa: E731
+    D, N0, out = dag.depth(P), P["train"]["bridge"], []
+
+    early, mid, late = dag.table1_configs(P)
+    out.append(_claim("Table 1: early scales need depth, late scales do not",
+                      f"The training-free d={P['sample']['table1_depth']} subnet of the pre-trained "
+                      f"VAR-d{D} costs less FID on the late scales than on the early or middle ones.",
+                      [("early vs late scales", q("pretrained", early), q("pretrained", late)),
+                       ("middle vs late scales", q("pretrained", mid), q("pretrained", late))]))
+
+    fd = P["train"]["fixed_ratios"]["depth"]
+    prog = f"progressive_d{fd}"
+    lines = []
+    for p in P["train"]["fixed_ratios"]["p"]:
+        run = dag.fixed_ratio_run(p, fd)
+        lines.append((f"p={p}, full network", q(run, "full"), q(prog, "full")))
+        lines.append((f"p={p}, d={fd} subnet (N={N0})", q(run, dag.grid_config(P, fd, N0)),
+                      q(prog, dag.grid_config(P, fd, N0))))
+    out.append(_claim("Figure 2a: progressive training beats every fixed ratio on both objectives",
+                      f"`{prog}` has a lower full-network FID and a lower subnet FID than each fixed "
+                      f"subnet-sampling ratio p.", lines))
+
+    # N = K runs every scale at full depth: the full network, the same for every d
+    depths = sorted(P["train"]["subnet_depths"])
+    bridges = [n for n in P["sample"]["bridges"] if n < dag.num_scales(P)]
+    lines = [(f"N={n}: d={a} vs d={b}", q(f"progressive_d{a}", dag.grid_config(P, a, n)),
+              q(f"progressive_d{b}", dag.grid_config(P, b, n)))
+             for n in bridges for a, b in zip(depths, depths[1:])]
+    out.append(_claim("Table 8: quality grows with the subnet depth d",
+                      "At every N, the deeper supernet's subnet has the lower FID.", lines))
+    lines = [(f"d={d}: N={bridges[0]} vs N={bridges[-1]}", q(f"progressive_d{d}", dag.grid_config(P, d, bridges[0])),
+              q(f"progressive_d{d}", dag.grid_config(P, d, bridges[-1]))) for d in depths]
+    out.append(_claim("Table 8: quality grows with the bridge N",
+                      f"For every d, N={bridges[-1]} has a lower FID than N={bridges[0]}.", lines))
+    lines = []
+    for d in depths:
+        f = [q(f"progressive_d{d}", dag.grid_config(P, d, n)) for n in bridges]
+        if None in f:
+            lines.append((f"d={d}", None, None))
+            continue
+        first, last = gain(f[0], f[1]), gain(f[-2], f[-1])
+        # the first step of N gains more than the last: (first - last) > 0
+        lines.append((f"d={d}: gain N={bridges[0]}->{bridges[1]} vs N={bridges[-2]}->{bridges[-1]}", first, last))
+    out.append(_claim("Table 8: diminishing returns in N",
+                      "The first added bridge scale lowers FID by more than the last one "
+                      "(the columns here are the two gains, not FIDs).", lines))
+    return out
+
+
+def render(P: dict, quality: pd.DataFrame) -> str:
+    n = quality["num_samples"].iloc[0] if "num_samples" in quality and len(quality) else "?"
+    boot = int(quality["bootstrap"].iloc[0]) if "bootstrap" in quality and len(quality) else 0
+    text = [f"# The paper's claims on profile `{P['profile']}`", "",
+            f"FID of {n} samples a configuration, ± 1.96 bootstrap standard errors ({boot} resamples). "
+            "A comparison counts (+ or -) when the FID difference exceeds 1.96 standard errors of the "
+            "difference; 0: it does not. Generated by `variant findings` (src/variant/findings.py).", ""]
+    for c in claims(P, quality):
+        text += [f"## {c['title']}: **{c['verdict']}**", "", c["statement"], "",
+                 "| comparison | worse by the claim | better by the claim | difference | counts |",
+                 "|---|---|---|---|---|", *c["rows"], ""]
+    return "\n".join(text)
+
+
+def add_parser(sub):
+    p = sub.add_parser("findings", help="judge the paper's claims on a profile's quality rows")
+    p.add_argument("--profile")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--quality", required=True, help="quality.parquet of `variant collect`")
+    p.add_argument("--out", required=True, help="Markdown file to write")
+    p.set_defaults(func=_main)
+
+
+def _main(a) -> int:
+    P = load_params(a.params, a.profile)
+    if not Path(a.quality).is_file():
+        raise FileNotFoundError(f"quality rows not found: {a.quality} (run `variant collect`)")
+    text = render(P, pd.read_parquet(a.quality))
+    write_text(a.out, text + "\n")
+    print(text)
+    return 0

@@ -1,0 +1,326 @@
+"""The sample stage: `per_class` images of every class for one (checkpoint, configuration).
+
+Images are generated in shards of `shard_size`, class-major. Each shard has its own
+generator seeded from (seed, shard index), so any shard regenerates byte-identically on
+the same software and device. With several shards, each is its own job (`--shards i`)
+and a cheap `--pack` job checks and packs them; with one, a single job does both. A
+restarted job skips the shards already on disk that carry its key (checkpoint sha256,
+configuration, sampling knobs) and regenerates stale ones. Images are stored as 8-bit
+RGB (what a PNG holds) in the ADM evaluation format: an .npz with `arr_0` (N, H, W, 3)
+uint8, plus `labels`.
+
+The packed file is not class-sorted: ADM's evaluator takes the Inception Score over
+contiguous splits of 5,000 without shuffling, so a class-sorted file would score each
+split on 100 of the 1,000 classes. `pack` writes images and labels in a seeded,
+class-balanced order (pack_order; any contiguous split holds every class equally often,
+give or take one) and records `sample_index`, each image's index in generation order:
+`arr_0[np.argsort(sample_index)]` is the class-sorted order again (class_sorted).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from variant import dag
+from variant.util.atomic import atomic_path, save_figure
+from variant.models.checkpoint import check_profile, load_models, sha256_file
+from variant.config import load_params
+from variant.util.files import check_images, open_npz
+from variant.sampling import LeanSampler, generate
+from variant.models.supernet import Subnet
+
+CONFIG_RE = re.compile(r"^(full|d(?P<d>\d+)_N(?P<n>\d+)|d(?P<ds>\d+)_S(?P<s>\d+(?:-\d+)*))$")
+
+
+def parse_config(name: str, depth: int, num_scales: int) -> Subnet:
+    """`full`, `d16_N6` (Eq. 3 zones) or `d16_S1-2-3` (subnet on explicit 1-based scales)."""
+    m = CONFIG_RE.match(name)
+    if not m:
+        raise ValueError(f"configuration {name!r} is not `full`, `d<d>_N<N>` or `d<d>_S<k>-<k>...`")
+    if name == "full":
+        return Subnet.full(depth, num_scales)
+    if m["d"]:
+        return Subnet(depth, int(m["d"]), int(m["n"]), num_scales)
+    return Subnet.on_scales(depth, int(m["ds"]), {int(k) - 1 for k in m["s"].split("-")}, num_scales)
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """Independent, reproducible seed per shard (not seed + shard, which would overlap runs)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{shard}".encode()).digest()[:8], "little") >> 1
+
+
+def class_labels(num_classes: int, per_class: int) -> np.ndarray:
+    return np.repeat(np.arange(num_classes), per_class)
+
+
+def order_seed(seed: int) -> int:
+    """The packed file's shuffle seed, from sample.seed (32 bits: RandomState's range)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:order".encode()).digest()[:4], "little")
+
+
+def pack_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded permutation of class-sorted images whose contiguous runs are class-balanced:
+    round r holds one image of every class (a seeded draw within the class), the classes in
+    one seeded order every round, so any n consecutive images hold each class n/C times,
+    rounded down or up. RandomState because its stream is frozen across NumPy versions."""
+    rng = np.random.RandomState(seed)
+    classes, cls = np.unique(labels, return_inverse=True)
+    slot = rng.permutation(len(classes))[cls]           # a class's place within each round
+    rank = np.empty(len(labels), np.int64)               # an image's round
+    for c in range(len(classes)):
+        idx = np.flatnonzero(cls == c)
+        rank[idx] = rng.permutation(len(idx))
+    return np.lexsort((slot, rank))
+
+
+def class_sorted(f, path) -> np.ndarray:
+    """Indices that put a sample file (`f`, the open .npz at `path`) back in generation
+    order, class-sorted; files packed before the shuffle have no sample_index and are in
+    that order already."""
+    n = len(f["labels"])
+    if "sample_index" not in f.files:
+        return np.arange(n)
+    index = f["sample_index"]
+    if not np.array_equal(np.sort(index), np.arange(n)):
+        raise ValueError(f"{path}: sample_index is not a permutation of its {n} images; "
+                         "repack it (variant sample --pack)")
+    return np.argsort(index)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8, rounded to nearest."""
+    return images.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_npz(path: Path, **arrays):
+    """np.savez's layout (uncompressed, zip64, what np.load and ADM's evaluator read), with
+    a fixed zip timestamp so equal arrays give an equal file (np.savez stamps the time), and
+    atomic, so a killed job never leaves a shard that looks finished."""
+    with atomic_path(path, suffix=".tmp.npz") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for name, array in arrays.items():
+            with z.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w",
+                        force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+
+
+def shard_key(params: dict, config: str, checkpoint_sha256: str) -> str:
+    """What a shard's pixels depend on: the checkpoint, the configuration and every
+    sampling knob. A shard left by another checkpoint or knob is stale, never reused."""
+    knobs = {"config": config, "checkpoint_sha256": checkpoint_sha256,
+             "sample": {k: params["sample"][k] for k in dag.SAMPLE_KNOBS},
+             "num_classes": params["data"]["num_classes"]}
+    return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_shard(path: Path, expected: int, key: str | None = None) -> dict:
+    """A finished shard, checked: readable, `expected` images, and (when given) made with
+    `key`. Every failure names the file."""
+    fix = "delete it to regenerate"
+    # "corrupt": the sampling job prints this line when it redoes the shard
+    with open_npz(path, "sample shard", fix, required=["arr_0", "labels"], lead="corrupt") as f:
+        shard = {k: f[k] for k in f.files}
+    check_images(shard["arr_0"], path, "sample shard", fix)
+    if shard["arr_0"].shape[0] != expected:
+        raise ValueError(f"{path}: holds {shard['arr_0'].shape[0]} images, expected {expected}; {fix}")
+    if key is not None and str(shard.get("key", "")) != key:
+        raise ValueError(f"{path}: made with another checkpoint, configuration or sampling knobs "
+                         f"(key {str(shard.get('key', ''))!r}, expected {key!r}); delete it to regenerate")
+    return shard
+
+
+def make_sampler(var, vae, device):
+    """The lean sampler on a GPU (its default precision, as close to float32 as the
+    reference's fp16 autocast: `variant bench precision`); the reference one on a CPU,
+    where float32 keeps the tiny profile exact. Both take the same arguments. On a GPU
+    the stage's float32 model goes back to host memory: the sampler computes with its
+    own copy, and the GPU's memory is the cache's."""
+    if torch.device(device).type == "cuda":
+        sampler = LeanSampler(var, vae)
+        var.to("cpu")
+        return sampler.generate
+    return lambda *a, **k: generate(var, vae, *a, **k)
+
+
+@torch.no_grad()
+def sample_shard(sampler, subnet, labels: np.ndarray, seed: int, cfg: dict, device) -> np.ndarray:
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = []
+    for i in range(0, len(labels), cfg["batch_size"]):
+        lab = torch.as_tensor(labels[i:i + cfg["batch_size"]], device=device)
+        res = sampler(lab, subnet, cfg=cfg["cfg"], top_k=cfg["top_k"], top_p=cfg["top_p"], generator=gen)
+        out.append(to_uint8(res.images))
+    return np.concatenate(out)
+
+
+def shard_path(out, shard: int) -> Path:
+    """samples/{run}/{config}.npz -> samples/{run}/{config}/shard-00003.npz"""
+    return Path(out).with_suffix("") / f"shard-{shard:05d}.npz"
+
+
+def run_sample(params: dict, var_path, vae_path, config: str, out: str | os.PathLike,
+               shards: list[int] | None = None, device: str | None = None) -> Path:
+    """Generate the listed shards of one configuration (a SLURM job each), or, with
+    shards=None, every missing shard and then pack them all into `out`."""
+    device = device or params["device"]
+    cfg = params["sample"]
+    out = Path(out)
+    var, vae = load_models(var_path, vae_path, device)
+    check_profile(var, vae, params, var_path, vae_path)
+    sampler = make_sampler(var, vae, device)
+    subnet = parse_config(config, var.depth, var.num_scales)
+    labels, size, n_shards = class_labels(params["data"]["num_classes"], cfg["per_class"]), *dag.shard_layout(params)
+    bad = [s for s in shards or [] if not 0 <= s < n_shards]
+    if bad:
+        raise ValueError(f"shard {bad[0]} does not exist: the profile has {n_shards} shard(s) of {size} "
+                         "(params sample.per_class x data.num_classes / sample.shard_size)")
+    key = shard_key(params, config, sha256_file(var_path))
+    t0 = time.time()
+    for s in tqdm(range(n_shards) if shards is None else shards, desc=f"sample {config}", unit="shard",
+                  disable=None):
+        path = shard_path(out, s)
+        lab = labels[s * size:(s + 1) * size]
+        if path.exists():
+            try:
+                load_shard(path, len(lab), key)   # finished earlier: check it, don't redo it
+                continue
+            except ValueError as e:
+                print(f"regenerating: {e}")
+        images = sample_shard(sampler, subnet, lab, shard_seed(cfg["seed"], s), cfg, device)
+        save_npz(path, arr_0=images, labels=lab, key=np.array(key))
+    if shards is not None:
+        print(f"shard(s) {shards} of {config} in {time.time() - t0:.1f}s")
+        return out
+    pack(params, var_path, config, out, key)
+    print(f"{out}: {len(labels)} images of {config} in {time.time() - t0:.1f}s")
+    return out
+
+
+def pack(params: dict, var_path, config: str, out, key: str | None = None) -> Path:
+    """Check every shard (count, key) and write the ADM-format .npz in pack_order; cheap, no
+    model. No `mu`/`sigma` keys: ADM's evaluator would take those as the file's statistics."""
+    out = Path(out)
+    labels, size, n_shards = class_labels(params["data"]["num_classes"], params["sample"]["per_class"]), \
+        *dag.shard_layout(params)
+    key = key or shard_key(params, config, sha256_file(var_path))
+    missing = [str(shard_path(out, s)) for s in range(n_shards) if not shard_path(out, s).exists()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {n_shards} shard(s) missing, e.g. {missing[0]}: "
+                                f"run `variant sample --shards` for them")
+    seed = order_seed(params["sample"]["seed"])
+    index = pack_order(labels, seed)   # a function of the profile only: equal for every configuration
+    where = np.argsort(index)          # each generated image's position in the packed file
+    images = None
+    for s in range(n_shards):          # one shard in memory at a time, beside the packed array
+        path, lab = shard_path(out, s), labels[s * size:(s + 1) * size]
+        shard = load_shard(path, len(lab), key)
+        if not np.array_equal(shard["labels"], lab):   # pack_order assumes the class-major labels
+            raise ValueError(f"{path}: labels are not the profile's class-major ones; delete it to regenerate")
+        if images is None:
+            images = np.empty((len(labels), *shard["arr_0"].shape[1:]), np.uint8)
+        if shard["arr_0"].shape[1:] != images.shape[1:]:
+            raise ValueError(f"{path}: images are {shard['arr_0'].shape[1:]}, shard 0's {images.shape[1:]}; "
+                             "delete it to regenerate")
+        images[where[s * size:(s + 1) * size]] = shard["arr_0"]
+    save_npz(out, arr_0=images, labels=labels[index], sample_index=index, order_seed=np.array(seed),
+             checkpoint_sha256=np.array(sha256_file(var_path)), config=np.array(config),
+             seed=np.array(params["sample"]["seed"]))
+    return out
+
+
+def add_parser(sub):
+    p = sub.add_parser("sample", help="generate per_class images of every class for one configuration")
+    p.add_argument("--profile")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--var", required=True, help="VAR checkpoint (reference key layout)")
+    p.add_argument("--vae", help="VQVAE checkpoint (not needed with --pack)")
+    p.add_argument("--config", required=True, help="full | d<d>_N<N> | d<d>_S<k>-<k>...")
+    p.add_argument("--out", required=True, help="the packed .npz")
+    p.add_argument("--shards", type=int, nargs="+", help="only generate these shards (one job each); no packing")
+    p.add_argument("--pack", action="store_true", help="only check the shards and pack them into --out")
+    p.add_argument("--device")
+    p.set_defaults(func=_sample_main)
+    add_grid_parser(sub)
+
+
+def fixed_samples(params: dict, var_path, vae_path, config: str, classes: list[int], per_class: int,
+                  device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A few images of the given classes (Figure 7), seeded as shard 0: the same seed for
+    every checkpoint, so images of two checkpoints differ only by the weights."""
+    device = device or params["device"]
+    var, vae = load_models(var_path, vae_path, device)
+    check_profile(var, vae, params, var_path, vae_path)
+    labels = np.repeat(np.asarray(classes), per_class)
+    images = sample_shard(make_sampler(var, vae, device), parse_config(config, var.depth, var.num_scales),
+                          labels, shard_seed(params["sample"]["seed"], 0), params["sample"], device)
+    return images, labels
+
+
+def _sample_main(a) -> int:
+    params = load_params(a.params, a.profile)
+    if a.pack:
+        pack(params, a.var, a.config, a.out)
+        print(f"{a.out}: packed {dag.shard_layout(params)[1]} shard(s)")
+    elif not a.vae:
+        raise ValueError("--vae is required to sample (only --pack does without)")
+    else:
+        run_sample(params, a.var, a.vae, a.config, a.out, a.shards, a.device)
+    return 0
+
+
+def sample_grid(npz_files: list[str], titles: list[str], out_stem: str | os.PathLike, per_row: int = 8):
+    """Figures 4 and 6: one row per configuration, the first image in generation order of
+    `per_row` classes, so rows compare the same class (and seed position) across
+    configurations whatever order the file stores them in."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for path in npz_files:   # every file read before anything is drawn or written
+        fix = "pass a packed file of `variant sample`"
+        with open_npz(path, "sample file", fix, required=["arr_0", "labels"]) as f:
+            order = class_sorted(f, path)
+            images, labels = check_images(f["arr_0"], path, "sample file", fix), f["labels"][order]
+        if len(labels) != len(images):
+            raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels; {fix}")
+        classes = np.unique(labels)[:per_row]
+        rows.append([images[order[np.flatnonzero(labels == c)[0]]] for c in classes])
+    n_cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.1 * n_cols + 1.2, 1.1 * len(rows)), squeeze=False)
+    for i, (row, title) in enumerate(zip(rows, titles)):
+        for j, ax in enumerate(axes[i]):
+            ax.axis("off")
+            if j < len(row):
+                ax.imshow(row[j], interpolation="nearest")
+        axes[i][0].text(-0.1, 0.5, title, transform=axes[i][0].transAxes, ha="right", va="center", fontsize=8)
+    fig.subplots_adjust(left=0.15, wspace=0.05, hspace=0.05)
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    for ext in ("pdf", "png"):
+        save_figure(fig, out_stem.with_suffix(f".{ext}"), dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _grid_main(a) -> int:
+    titles = a.titles or [Path(p).stem for p in a.samples]
+    if len(titles) != len(a.samples):
+        raise ValueError(f"{len(a.samples)} sample files but {len(titles)} titles")
+    sample_grid(a.samples, titles, a.out)
+    return 0
+
+
+def add_grid_parser(sub):
+    p = sub.add_parser("grid", help="a figure of sample images, one row per configuration")
+    p.add_argument("samples", nargs="+", help=".npz files from `variant sample`")
+    p.add_argument("--titles", nargs="*")
+    p.add_argument("--out", required=True, help="output path without extension (writes .pdf and .png)")
+    p.set_defaults(func=_grid_main)

@@ -1,0 +1,499 @@
+"""Tokenise the training set once: the VQVAE is frozen, so its token maps never change.
+
+`variant tokenize --profile P --vae VAE.pth --data DIR --out artifacts/P/tokens/train`
+encodes every image, and its horizontal flip, into the K token maps of the multi-scale
+quantiser, concatenated into one row of L = sum(pn^2) tokens. Training then builds VAR's
+teacher-forcing input from the tokens with `quantize.teacher_forcing_input` (a few
+embedding look-ups and interpolations) instead of running the VQVAE encoder every step.
+
+Layout of the output directory:
+  shard-00000.pt ...  {"tokens": (n, L) int16 (int32 if the vocabulary exceeds int16),
+                       "labels": (n,) int64, "flipped": (n,) bool, "image": (n,) int64,
+                       "view": (n,) int16, "meta": {...}}; one shard holds `shard_size`
+                       images, ordered (image, view, flip), so sample id =
+                       (image * views + view) * flips + flip.
+  index.json          counts, patch_nums, L, dtype, vocab_size, classes, vae sha256,
+                      flips, views, randaugment, image_size, and every shard's sha256.
+Each shard is written atomically (temporary file, then rename); a re-run skips shards that
+exist and match (same VAE, images, views), so an interrupted job resumes where it stopped.
+index.json is written last, so its presence means the set is complete.
+
+Images: ImageFolder layout root/<class>/<image> (png, jpg, jpeg, webp, bmp), classes
+numbered in sorted order (ImageNet's synset order, as VAR's class labels). An image that
+is not `image_size` square is resized (shorter side to round(1.125 * image_size), Lanczos)
+and centre-cropped, VAR's evaluation transform; training-time random crops are not used,
+since a crop frozen at tokenise time would be no augmentation at all.
+
+Augmentation, honestly: augmentation acts on pixels, before tokenisation.
+  - Horizontal flip is free: both versions are stored, and training picks one per image
+    and epoch with p = 0.5 (see variant.stages.train).
+  - RandAugment (Table 6: 2 ops, magnitude 9) would need re-tokenising every epoch. We
+    implement it as `views`: with `--randaugment N M` every image is tokenised `--views V`
+    times (default: the longest schedule's epoch count in params, 35 for the paper
+    profile), each view with its own seeded RandAugment draw (and both flips); epoch e
+    trains on view e mod V. This is exact per-epoch RandAugment when V >= epochs, at V
+    times the tokenise cost and storage (paper: 1.28M x 2 x 35 x 680 x 2 B ~ 122 GB).
+    Without RandAugment there is a single un-augmented view.
+  - Mixup mixes VAR inputs and class conditions at train time (see variant.stages.train).
+
+Speed-up of a training step from tokens over one that encodes its images every step
+(`variant bench tokenize`: random models of the profile's shapes, the same VAR step fed
+both ways, steps alternated, medians; measured 2026-11-22):
+    $ OMP_NUM_THREADS=1 variant bench tokenize --profile tiny --steps 10      # this CPU
+    median step from images 1.563 s, from tokens 1.453 s: 1.08x faster (encode 0.110 s/step;
+    batch 30, fp32, cpu, 1 thread(s), 10 steps each)
+    $ VARIANT_DATA_ROOT=/x variant bench tokenize --profile paper --batch 16 --steps 5   # H100
+    median step from images 0.468 s, from tokens 0.427 s: 1.10x faster (encode 0.041 s/step;
+    batch 16, fp16, cuda, 16 thread(s), 5 steps each)
+So the encoder is only ~8-10% of a step (VAR dominates: L = 385 / 680 tokens); the larger
+savings are what the timing leaves out: no JPEG decoding and resizing per step (CPU-bound
+for ImageNet at 1024 images/step), no image loader, and free horizontal flips.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from variant.util.atomic import torch_save, write_text
+from variant.util.files import unreadable
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+FORMAT = 1
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers shared with variant.stages.train
+
+atomic_torch_save, atomic_write_text = torch_save, write_text
+
+
+def seed_of(*keys: int) -> int:
+    """A 63-bit seed from integer keys (numpy SeedSequence: well mixed, platform-independent)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def progress(iterable=None, **kw):
+    """tqdm on a terminal, a silent pass-through otherwise."""
+    from tqdm.auto import tqdm
+    return tqdm(iterable, disable=not sys.stderr.isatty(), **kw)
+
+
+def split_scales(tokens_BL: torch.Tensor, patch_nums) -> list[torch.Tensor]:
+    """(B, L) concatenated token maps -> one (B, pn^2) tensor per scale."""
+    return list(tokens_BL.long().split([p * p for p in patch_nums], dim=1))
+
+
+# ---------------------------------------------------------------------------------------
+# images
+
+def list_images(root) -> tuple[list[tuple[Path, int]], list[str]]:
+    """[(path, label)] of an ImageFolder tree in a machine-independent order, and the classes."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image directory not found: {root}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise ValueError(f"{root} has no class sub-directories (expected {root}/<class>/<image>)")
+    items = []
+    for label, name in enumerate(classes):
+        d = root / name
+        paths = sorted((p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+                       key=lambda p: p.relative_to(d).as_posix())
+        items += [(p, label) for p in paths]
+    if not items:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}")
+    return items, classes
+
+
+def load_pixels(path, image_size: int) -> torch.Tensor:
+    """uint8 (3, S, S): as is if already S x S, else shorter side to 1.125 S and centre crop."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (image_size, image_size):
+                w, h = im.size
+                mid = round(image_size * 1.125)
+                scale = mid / min(w, h)
+                im = im.resize((max(mid, round(w * scale)), max(mid, round(h * scale))), Image.LANCZOS)
+                w, h = im.size
+                left, top = (w - image_size) // 2, (h - image_size) // 2
+                im = im.crop((left, top, left + image_size, top + image_size))
+            pixels = np.array(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+class _ImageViews(torch.utils.data.Dataset):
+    """Image i -> (uint8 (V, 3, S, S) views, label, i). View v is RandAugment'ed with a draw
+    seeded by (seed, v, i) when randaugment is set; otherwise the single view is the image."""
+
+    def __init__(self, items, image_size, views, randaugment, seed):
+        self.items, self.image_size, self.views = items, image_size, views
+        self.randaugment, self.seed = randaugment, seed
+        self._ra = None
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        path, label = self.items[i]
+        img = load_pixels(path, self.image_size)
+        if self.randaugment is None:
+            return img.unsqueeze(0), label, i
+        if self._ra is None:
+            from torchvision.transforms import v2
+            self._ra = v2.RandAugment(num_ops=self.randaugment[0], magnitude=self.randaugment[1])
+        out = []
+        for v in range(self.views):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed_of(self.seed, v, i))
+                out.append(self._ra(img))
+        return torch.stack(out), label, i
+
+
+# ---------------------------------------------------------------------------------------
+# tokenising
+
+def token_dtype(vocab_size: int) -> torch.dtype:
+    return torch.int16 if vocab_size <= torch.iinfo(torch.int16).max + 1 else torch.int32
+
+
+def _shard_meta(common: dict, lo: int, hi: int) -> dict:
+    return dict(common, images=[lo, hi])
+
+
+def _shard_intact(path: Path, sha256: str | None) -> bool:
+    """The file index.json recorded: present, and (when recorded) of that sha256."""
+    from variant.models.checkpoint import sha256_file
+    return path.is_file() and (sha256 is None or sha256_file(path) == sha256)
+
+
+def _shard_ok(path: Path, meta: dict) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return obj.get("meta") == meta
+    except Exception:  # a torn or foreign file: recompute it
+        return False
+
+
+@torch.no_grad()
+def encode_batch(vae, imgs_u8: torch.Tensor, flips: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (B, V, 3, S, S) -> tokens (B, V, F, L) long, flipped (F,) bool."""
+    B, V = imgs_u8.shape[:2]
+    x = imgs_u8.to(device).flatten(0, 1).float().div_(127.5).sub_(1.0)
+    versions = [x, x.flip(-1)] if flips else [x]
+    out = []
+    for xv in versions:
+        out.append(torch.cat(vae.img_to_tokens(xv), dim=1))
+    tokens = torch.stack(out, dim=1)  # (B*V, F, L)
+    return tokens.view(B, V, len(versions), -1).cpu(), torch.tensor([False, True][:len(versions)])
+
+
+def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = None,
+             flips: bool = True, views: int = 1, randaugment=None, shard_size: int = 2048,
+             batch_size: int = 32, device: str = "cpu", workers: int = 0, seed: int = 0,
+             log=print) -> dict:
+    """Write the token shards and index.json of `data_dir` (see the module docstring)."""
+    from variant.models.checkpoint import build_vae, read_state_dict, sha256_file
+
+    out_dir = Path(out_dir)
+    for name, value, least in (("--shard-size", shard_size, 1), ("--batch-size", batch_size, 1),
+                               ("--views", views, 1), ("--workers", workers, 0)):
+        if not isinstance(value, int) or value < least:
+            raise ValueError(f"{name}: {value!r} is not an integer of at least {least} "
+                             f"(e.g. {name} {max(least, 1) if name != '--shard-size' else 2048})")
+    if randaugment is None and views != 1:
+        raise ValueError(f"views={views} without RandAugment would store identical copies; use views=1")
+    if randaugment is not None:
+        randaugment = [int(randaugment[0]), int(randaugment[1])]
+    vae_sha = sha256_file(vae_path)
+    vae = build_vae(read_state_dict(vae_path), patch_nums, str(vae_path))
+    image_size = image_size or vae.image_size
+    if image_size != vae.image_size:
+        raise ValueError(f"image_size {image_size} does not fit the VQVAE: its last scale "
+                         f"{vae.patch_nums[-1]} x downsample {vae.downsample} = {vae.image_size} px")
+    items, classes = list_images(data_dir)
+    n_img, n_f = len(items), 2 if flips else 1
+    L = sum(p * p for p in vae.patch_nums)
+    dtype = token_dtype(vae.vocab_size)
+    common = {"format": FORMAT, "vae_sha256": vae_sha, "patch_nums": list(vae.patch_nums),
+              "image_size": image_size, "flips": flips, "views": views, "randaugment": randaugment,
+              "seed": seed, "num_images": n_img}
+    index = dict(common, count=n_img * views * n_f, L=L, dtype=str(dtype).replace("torch.", ""),
+                 vocab_size=vae.vocab_size, num_classes=len(classes), classes=classes,
+                 shard_size=shard_size, data=str(data_dir), shards=[])
+    index_path = out_dir / "index.json"
+    if index_path.is_file():
+        old = json.loads(index_path.read_text())
+        if {k: old.get(k) for k in common} == common and old.get("count") == index["count"]:
+            bad = [s["file"] for s in old["shards"] if not _shard_intact(out_dir / s["file"], s.get("sha256"))]
+            if not bad:
+                log(f"{out_dir}: up to date ({old['count']} samples)")
+                return old
+            for name in bad:   # cut or changed since it was indexed: recomputed below
+                log(f"{out_dir / name}: missing or not the shard index.json recorded; recomputing it")
+                (out_dir / name).unlink(missing_ok=True)
+        index_path.unlink()   # stale: rebuilt below
+
+    vae = vae.to(device).eval().requires_grad_(False)
+    n_shards = math.ceil(n_img / shard_size)
+    todo = []
+    for s in range(n_shards):
+        lo, hi = s * shard_size, min(n_img, (s + 1) * shard_size)
+        if not _shard_ok(out_dir / f"shard-{s:05d}.pt", _shard_meta(common, lo, hi)):
+            todo.append((s, lo, hi))
+    done_images = n_img - sum(hi - lo for _, lo, hi in todo)
+    if done_images:
+        log(f"{out_dir}: {n_shards - len(todo)} of {n_shards} shards already done, skipped")
+    bar = progress(total=n_img, initial=done_images, unit="img", desc="tokenize")
+    ds = _ImageViews(items, image_size, views, randaugment, seed)
+    for s, lo, hi in todo:
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(lo, hi)),
+                                             batch_size=batch_size, num_workers=workers,
+                                             pin_memory=str(device).startswith("cuda"))
+        toks, labels, index_of = [], [], []
+        for imgs, lab, idx in loader:
+            t, flipped = encode_batch(vae, imgs, flips, device)
+            toks.append(t.to(dtype))
+            labels.append(lab)
+            index_of.append(idx)
+            bar.update(len(lab))
+        t = torch.cat(toks)                       # (n, V, F, L)
+        n = t.shape[0]
+        shard = {
+            "tokens": t.reshape(-1, L).contiguous(),
+            "labels": torch.cat(labels).long().repeat_interleave(views * n_f),
+            "flipped": flipped.repeat(n * views),
+            "image": torch.cat(index_of).long().repeat_interleave(views * n_f),
+            "view": torch.arange(views, dtype=torch.int16).repeat_interleave(n_f).repeat(n),
+            "meta": _shard_meta(common, lo, hi),
+        }
+        atomic_torch_save(shard, out_dir / f"shard-{s:05d}.pt")
+    bar.close()
+    for s in range(n_shards):
+        lo, hi = s * shard_size, min(n_img, (s + 1) * shard_size)
+        path = out_dir / f"shard-{s:05d}.pt"
+        index["shards"].append({"file": path.name, "images": [lo, hi],
+                                "count": (hi - lo) * views * n_f, "sha256": sha256_file(path)})
+    atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
+    log(f"{out_dir}: {index['count']} samples ({n_img} images x {views} view(s) x {n_f} flip(s)), "
+        f"L={L}, {n_shards} shard(s)")
+    return index
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+
+# shards verified in this process, by (path, size, mtime): a training run opens each shard
+# once per TokenDataset, and hashing it again on every open would be wasted reads
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def _verify_once(path: Path, sha256: str | None, fix: str) -> None:
+    """A cut or changed shard fails here, naming it, instead of deep in torch.load (OSError)
+    or, worse, loading: mmap reads a torn zip until the first missing page."""
+    from variant.models.checkpoint import sha256_file
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if sha256 is None or key in _VERIFIED:   # an index written before shards were hashed: nothing to check
+        return
+    got = sha256_file(path)
+    if got != sha256:
+        raise unreadable(path, "token shard", f"sha256 {got[:12]}... is not {sha256[:12]}... recorded in "
+                         "index.json: cut or changed since `variant tokenize` wrote it", fix)
+    _VERIFIED.add(key)
+
+
+class TokenDataset:
+    """The token shards of one `variant tokenize` output.
+
+    Iterating streams the shards in order and yields (tokens (L,) int64, label, flipped).
+    Training uses `gather(ids)`: random access by sample id, (image * views + view) *
+    flips + flip, through memory-mapped shards (only the pages touched are read).
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+        path = self.root / "index.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no token index (run `variant tokenize`, or it did not finish)")
+        self.index = json.loads(path.read_text())
+        if self.index.get("format") != FORMAT:
+            raise ValueError(f"{path}: token format {self.index.get('format')!r}, expected {FORMAT}")
+        for k in ("num_images", "views", "flips", "L", "shard_size", "patch_nums", "num_classes"):
+            setattr(self, k, self.index[k])
+        self.n_flips = 2 if self.flips else 1
+        self._shards: dict[int, dict] = {}
+
+    def __len__(self):
+        return self.index["count"]
+
+    @property
+    def samples_per_image(self) -> int:
+        return self.views * self.n_flips
+
+    def shard(self, s: int) -> dict:
+        if s not in self._shards:
+            info = self.index["shards"][s]
+            path = self.root / info["file"]
+            fix = f"rerun `variant tokenize --out {self.root}` with the same arguments: it recomputes the shard"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: token shard missing ({fix})")
+            _verify_once(path, info.get("sha256"), fix)
+            try:
+                shard = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:   # torch raises many types for a torn file
+                raise unreadable(path, "token shard", f"{type(e).__name__}: {' '.join(str(e).split())[:200]}",
+                                 fix) from e
+            rows = info.get("count")
+            if not (isinstance(shard, dict) and {"tokens", "labels"} <= set(shard)
+                    and shard["tokens"].dim() == 2 and shard["tokens"].shape[1] == self.L
+                    and rows in (None, shard["tokens"].shape[0])):
+                raise unreadable(path, "token shard", f"not {rows or 'n'} rows of {self.L} tokens and labels", fix)
+            self._shards[s] = shard
+        return self._shards[s]
+
+    def __iter__(self):
+        for s in range(len(self.index["shards"])):
+            sh = self.shard(s)
+            for i in range(sh["tokens"].shape[0]):
+                yield sh["tokens"][i].long(), int(sh["labels"][i]), bool(sh["flipped"][i])
+
+    def sample_id(self, image, view, flip):
+        return (image * self.views + view) * self.n_flips + flip
+
+    def gather(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens (B, L) int64, labels (B,) int64) of sample ids, in the order given."""
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        per_shard = self.shard_size * self.samples_per_image
+        shard_of, offset = ids // per_shard, ids % per_shard
+        tokens = torch.empty(len(ids), self.L, dtype=torch.long)
+        labels = torch.empty(len(ids), dtype=torch.long)
+        for s in shard_of.unique().tolist():
+            m = shard_of == s
+            sh = self.shard(s)
+            tokens[m] = sh["tokens"][offset[m]].long()
+            labels[m] = sh["labels"][offset[m]]
+        return tokens, labels
+
+
+# ---------------------------------------------------------------------------------------
+# command line
+
+def add_parser(sub):
+    p = sub.add_parser("tokenize", help="tokenise the training set once (token shards + index.json)")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--vae", required=True, help="VQVAE checkpoint (reference layout)")
+    p.add_argument("--data", required=True, help="ImageFolder directory of training images")
+    p.add_argument("--out", required=True, help="output directory, e.g. artifacts/P/tokens/train")
+    p.add_argument("--batch-size", type=int, default=None, help="images per encoder batch (64 GPU, 32 CPU)")
+    p.add_argument("--shard-size", type=int, default=2048, help="images per shard")
+    p.add_argument("--workers", type=int, default=None, help="image-decoding processes")
+    p.add_argument("--views", type=int, default=None,
+                   help="RandAugment views per image (default: longest schedule's epochs; 1 without RandAugment)")
+    p.add_argument("--randaugment", type=int, nargs=2, metavar=("N", "M"), default=None,
+                   help="override params train.augment.randaugment")
+    p.add_argument("--no-randaugment", action="store_true", help="ignore params' RandAugment")
+    p.add_argument("--device", default=None, help="default: params `device`")
+    p.set_defaults(func=_main)
+    b = _bench_parsers(sub).add_parser(
+        "tokenize", help="time a training step from tokens vs. from images (encode per step)")
+    b.set_defaults(func=_bench_main)
+    b.add_argument("--profile", default=None)
+    b.add_argument("--params", default="params.yaml")
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--batch", type=int, default=None, help="default: params train.batch_size")
+    b.add_argument("--device", default=None, help="default: params `device`")
+
+
+def _bench_parsers(sub):
+    """The sub-command group of `variant bench`, shared by the modules that add benchmarks
+    (variant.stages.profile adds `bench sample`): created here only if no module made it yet."""
+    import argparse
+    if "bench" not in sub.choices:
+        sub.add_parser("bench", help="micro-benchmarks").add_subparsers(dest="bench", required=True)
+    return next(a for a in sub.choices["bench"]._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _device(requested: str | None, cfg: dict) -> str:
+    from variant.config import check_device
+    dev = requested or cfg.get("device", "cpu")
+    check_device(dev, "--device" if requested else f"profiles.{cfg.get('profile')}.device")
+    return dev
+
+
+def _main(args) -> int:
+    from variant.config import load_params, phases_of
+    cfg = load_params(args.params, args.profile)
+    aug = cfg["train"]["augment"]
+    ra = None if args.no_randaugment else (args.randaugment or aug.get("randaugment"))
+    views = args.views
+    if views is None:
+        views = 1 if ra is None else max(
+            sum(phases_of(cfg, int(d))) for d in cfg["train"]["phases"])
+    device = _device(args.device, cfg)
+    tokenize(args.vae, args.data, args.out, cfg["model"]["patch_nums"],
+             image_size=cfg["data"]["image_size"], flips=bool(aug.get("hflip", True)), views=views,
+             randaugment=ra, shard_size=args.shard_size,
+             batch_size=args.batch_size or (64 if device.startswith("cuda") else 32), device=device,
+             workers=args.workers if args.workers is not None else min(8, (os.cpu_count() or 1) - 1),
+             seed=cfg["data"].get("seed", 0))
+    return 0
+
+
+def _bench_main(args) -> int:
+    """Random models of the profile's shapes; the same VAR step fed two ways."""
+    from variant.config import load_params
+    from variant.models import VAR, VQVAE
+    cfg = load_params(args.params, args.profile)
+    m, S = cfg["model"], cfg["data"]["image_size"]
+    B = args.batch or cfg["train"]["batch_size"]
+    dev = torch.device(_device(args.device, cfg))
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["train"]["precision"])
+    torch.manual_seed(0)
+    vae = VQVAE(patch_nums=m["patch_nums"], **m["vae"]).to(dev).eval().requires_grad_(False)
+    var = VAR(num_classes=cfg["data"]["num_classes"], vocab_size=m["vae"]["vocab_size"],
+              cvae=m["vae"]["z_channels"], patch_nums=m["patch_nums"], **m["var"]).to(dev).train()
+    opt = torch.optim.AdamW(var.parameters(), lr=1e-5)
+    imgs = torch.rand(B, 3, S, S, device=dev) * 2 - 1
+    labels = torch.randint(0, cfg["data"]["num_classes"], (B,), device=dev)
+    with torch.no_grad():
+        tokens = torch.cat(vae.img_to_tokens(imgs), 1)
+
+    def step(from_images: bool):
+        with torch.no_grad():
+            t = torch.cat(vae.img_to_tokens(imgs), 1) if from_images else tokens
+            x = vae.quantize.teacher_forcing_input(split_scales(t, vae.patch_nums))
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = var(labels, x)
+        F.cross_entropy(logits.float().flatten(0, 1), t.flatten()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    step(True), step(False)   # warm-up
+    times = {True: [], False: []}
+    for _ in range(args.steps):   # alternate, so load from other processes hits both alike
+        for from_images in (True, False):
+            t0 = time.perf_counter()
+            step(from_images)
+            times[from_images].append(time.perf_counter() - t0)
+    t_img, t_tok = (float(np.median(times[k])) for k in (True, False))
+    print(f"median step from images {t_img:.3f} s, from tokens {t_tok:.3f} s: {t_img / t_tok:.2f}x faster "
+          f"(encode {t_img - t_tok:.3f} s/step; batch {B}, {cfg['train']['precision']}, {dev}, "
+          f"{torch.get_num_threads()} thread(s), {args.steps} steps each)")
+    return 0

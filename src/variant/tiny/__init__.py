@@ -1,0 +1,1 @@
+"""The tiny profile: synthetic data, tiny pre-training and the feature net."""

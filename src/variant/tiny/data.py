@@ -1,0 +1,239 @@
+"""Image data: the deterministic synthetic dataset of the `tiny` profile, and loaders.
+
+The synthetic set has one shape or texture family per class (disc, square, ring, ...)
+with per-image jitter of colour, position, size, rotation/phase and noise. Every image
+is drawn from its own numpy Generator seeded by (seed, class, index), and rendered with
+IEEE-exact arithmetic only (+, -, *, /, floor, comparisons; sin/cos only on scalars,
+rounded), so the same seed gives the same pixels on any machine. Edges are anti-aliased
+by our own 4x4 supersampling (coverage = count/16, exact) rather than a library's filter.
+
+Loading follows torchvision's ImageFolder layout, root/<class>/<image>.png, with classes
+numbered in sorted order; the whole set is held in memory as uint8 (tiny data only).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from variant.util.atomic import write_text
+
+CLASS_NAMES = ("disc", "square", "ring", "triangle", "hstripes",
+               "vstripes", "checker", "cross", "dstripes", "blobs")
+SUPERSAMPLE = 4
+
+# -----------------------------------------------------------------------------
+# rendering
+
+
+def _cos_sin(angle):
+    # rounded so that a last-bit difference between libms cannot reach the pixels
+    return round(math.cos(angle), 9), round(math.sin(angle), 9)
+
+
+def _stripes(t, period, phase):
+    return np.floor(t / period + phase) % 2 == 0
+
+
+def _render_mask(name, x, y, draw):
+    """Boolean mask of class `name` on the supersampled grid (x, y in [-1, 1])."""
+    cx, cy = draw(-0.25, 0.25), draw(-0.25, 0.25)
+    x, y = x - cx, y - cy
+    # shapes turn freely; stripes and checks only tilt, so they keep their orientation class
+    angle = draw(0, 2 * math.pi) if name in ("square", "triangle") else draw(-0.15, 0.15)
+    if name == "dstripes":  # either diagonal, so that horizontal flips stay in the class
+        angle += math.pi / 4 * (1 if draw(0, 1) < 0.5 else 3)
+    c, s = _cos_sin(angle)
+    u, v = c * x + s * y, c * y - s * x  # coordinates along and across the rotated axes
+    if name == "disc":
+        r = draw(0.3, 0.6)
+        return x * x + y * y <= r * r
+    if name == "square":
+        h = draw(0.25, 0.5)
+        return np.maximum(np.abs(u), np.abs(v)) <= h
+    if name == "ring":
+        r_out = draw(0.4, 0.7)
+        r_in = r_out * draw(0.45, 0.7)
+        d2 = x * x + y * y
+        return (d2 <= r_out * r_out) & (d2 >= r_in * r_in)
+    if name == "triangle":
+        h = draw(0.2, 0.35)  # inradius; the three edges have normals 120 degrees apart
+        mask = np.ones_like(x, dtype=bool)
+        for k in range(3):
+            ck, sk = _cos_sin(angle + k * 2 * math.pi / 3)
+            mask &= ck * x + sk * y <= h
+        return mask
+    if name == "hstripes":
+        return _stripes(v, draw(0.2, 0.4), draw(0, 1))
+    if name in ("vstripes", "dstripes"):
+        return _stripes(u, draw(0.2, 0.4), draw(0, 1))
+    if name == "checker":
+        p = draw(0.3, 0.55)
+        return (np.floor(u / p + draw(0, 1)) + np.floor(v / p + draw(0, 1))) % 2 == 0
+    if name == "cross":
+        arm, half = draw(0.08, 0.16), draw(0.4, 0.7)
+        au, av = np.abs(u), np.abs(v)
+        return ((au <= arm) & (av <= half)) | ((av <= arm) & (au <= half))
+    if name == "blobs":
+        r1, r2 = draw(0.2, 0.35), draw(0.2, 0.35)
+        dx, dy = _cos_sin(draw(0, 2 * math.pi))
+        sep = (r1 + r2) * draw(0.55, 0.8)  # each centre this far from the middle: apart
+        x1, y1, x2, y2 = x - sep * dx, y - sep * dy, x + sep * dx, y + sep * dy
+        return (x1 * x1 + y1 * y1 <= r1 * r1) | (x2 * x2 + y2 * y2 <= r2 * r2)
+    raise ValueError(f"unknown class {name!r}")
+
+
+def render_image(label: int, rng: np.random.Generator, image_size: int = 32) -> np.ndarray:
+    """One HxWx3 uint8 image of class `label`, all randomness from `rng.random()`."""
+    def draw(lo, hi):
+        return lo + (hi - lo) * rng.random()
+
+    n = image_size * SUPERSAMPLE
+    grid = (np.arange(n) + 0.5) * (2.0 / n) - 1.0
+    x, y = np.meshgrid(grid, grid)  # x to the right, y downwards
+    mask = _render_mask(CLASS_NAMES[label], x, y, draw)
+    coverage = mask.reshape(image_size, SUPERSAMPLE, image_size, SUPERSAMPLE).mean(axis=(1, 3))
+
+    dark = np.array([draw(0.0, 0.35) for _ in range(3)])
+    light = np.array([draw(0.55, 1.0) for _ in range(3)])
+    bg, fg = (dark, light) if draw(0, 1) < 0.5 else (light, dark)
+    img = bg + coverage[..., None] * (fg - bg)
+    img = img + draw(0.01, 0.05) * (2 * rng.random(img.shape) - 1)
+    return np.clip(np.floor(img * 255 + 0.5), 0, 255).astype(np.uint8)
+
+
+def _write_class(args) -> bytes:
+    """Render and write one class's images; their raw pixels, in index order."""
+    out_dir, label, per_class, image_size, seed = args
+    class_dir = Path(out_dir) / f"{label:03d}"
+    class_dir.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for i in range(per_class):
+        pixels = render_image(label, np.random.default_rng([seed, label, i]), image_size)
+        chunks.append(pixels.tobytes())
+        # compress_level=0 writes stored deflate blocks: the same bytes whatever zlib
+        # build Pillow links (zlib and zlib-ng compress differently at other levels)
+        Image.fromarray(pixels).save(class_dir / f"{i:05d}.png", format="PNG", compress_level=0)
+    return b"".join(chunks)
+
+
+def make_synthetic_dataset(out_dir, num_classes: int = 10, per_class: int = 500,
+                           image_size: int = 32, seed: int = 0) -> dict:
+    """Write out_dir/<class:03d>/<i:05d>.png and out_dir/manifest.json; return the manifest.
+
+    The manifest's sha256 covers the raw pixels (class-major, index order), so it is
+    independent of how the PNGs are compressed.
+    """
+    if not 1 <= num_classes <= len(CLASS_NAMES):
+        raise ValueError(f"num_classes must be in 1..{len(CLASS_NAMES)}, got {num_classes}")
+    if per_class < 1 or image_size < 4:
+        raise ValueError(f"need per_class >= 1 and image_size >= 4, got {per_class}, {image_size}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty; remove it or pick another directory")
+
+    digest = hashlib.sha256()
+    classes = [(out_dir, label, per_class, image_size, seed) for label in range(num_classes)]
+    workers = min(num_classes, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if workers > 1 and num_classes * per_class >= 2000:   # a class a process: 50,000 images in seconds
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pixel_bytes = pool.map(_write_class, classes)
+            for chunk in pixel_bytes:   # in class order, so the digest does not depend on workers
+                digest.update(chunk)
+    else:
+        for args in classes:
+            digest.update(_write_class(args))
+    manifest = {
+        "count": num_classes * per_class,
+        "classes": list(CLASS_NAMES[:num_classes]),
+        "per_class": per_class,
+        "size": image_size,
+        "seed": seed,
+        "sha256": digest.hexdigest(),
+    }
+    write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+# -----------------------------------------------------------------------------
+# loading
+
+
+def find_images(root) -> list[Path]:
+    """All .png files under `root`, recursively, in a machine-independent order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image directory not found: {root}")
+    paths = sorted((p for p in root.rglob("*") if p.suffix.lower() == ".png" and p.is_file()),
+                   key=lambda p: p.relative_to(root).as_posix())
+    if not paths:
+        raise ValueError(f"no .png images found under {root}")
+    return paths
+
+
+def read_image(path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """HxWx3 uint8 array of an image file; `size` = (H, W) it must have."""
+    try:
+        with Image.open(path) as im:
+            pixels = np.array(im.convert("RGB"))  # convert() decodes: truncation fails here
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e
+    if size is not None and pixels.shape[:2] != tuple(size):
+        raise ValueError(f"image {path} is {pixels.shape[0]}x{pixels.shape[1]}, "
+                         f"expected {size[0]}x{size[1]}")
+    return pixels
+
+
+def load_images(root, image_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 N,3,H,W images, int64 labels) of an ImageFolder directory.
+
+    All images must share one size: `image_size` if given, else the first image's.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image directory not found: {root}")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
+    if not class_dirs:
+        raise ValueError(f"{root} has no class sub-directories "
+                         f"(expected the layout {root}/<class>/<image>.png)")
+    size = None if image_size is None else (image_size, image_size)
+    images, labels = [], []
+    for label, class_dir in enumerate(class_dirs):
+        for path in find_images(class_dir):
+            pixels = read_image(path, size)
+            size = pixels.shape[:2]
+            images.append(pixels)
+            labels.append(label)
+    images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(labels, dtype=torch.long)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [-1, 1], the models' input range."""
+    return images.float() / 127.5 - 1.0
+
+
+class ImageFolderDataset(Dataset):
+    """(float image in [-1, 1], label) pairs of an ImageFolder directory, held in memory."""
+
+    def __init__(self, root, image_size: int | None = None, flip: bool = False):
+        self.images, self.labels = load_images(root, image_size)
+        self.num_classes = int(self.labels.max()) + 1
+        self.flip = flip
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        x = to_float(self.images[i])
+        if self.flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return x, self.labels[i]

@@ -1,0 +1,1 @@
+"""Atomic I/O, files, hashing, provenance and devices: one of each."""

@@ -1,0 +1,75 @@
+"""`variant findings` judges each claim by FID differences against their bootstrap errors."""
+import math
+
+import pandas as pd
+import pytest
+
+from variant import dag
+from variant.cli import main
+from variant.config import load_params
+from variant.stages.findings import claims
+
+P = load_params("params.yaml", "tiny")
+
+
+def quality(fid_of, half_width=0.1):
+    """One row per configuration the claims read; FID from fid_of(run, config)."""
+    rows = [{"run": run, "config": cfg, "fid": fid_of(run, cfg), "num_samples": 100, "bootstrap": 50}
+            for run, cfgs in dag.runs_and_configs(P).items() for cfg in cfgs]
+    df = pd.DataFrame(rows)
+    df["fid_ci_low"], df["fid_ci_high"] = df["fid"] - half_width, df["fid"] + half_width
+    return df
+
+
+def as_the_paper_says(run, cfg):
+    """Lower FID for late-scale subnets, the progressive run, deeper d and larger N (with
+    shrinking steps in N)."""
+    if run == "pretrained":
+        return {dag.table1_configs(P)[0]: 30.0, dag.table1_configs(P)[1]: 20.0}.get(cfg, 10.0)
+    fid = 10.0 if run.startswith("progressive") else 15.0
+    if "_N" in cfg:
+        d, n = (int(x) for x in cfg[1:].split("_N"))
+        fid += 20.0 / d + 8.0 / (n - 5)   # 8, 4, 2.7, 2, 1.6 for N = 6..10
+    return fid
+
+
+def verdicts(df):
+    return {c["title"].split(":")[0] + ":" + c["title"].split(":")[1][:20]: c["verdict"] for c in claims(P, df)}
+
+
+def test_claims_that_hold_are_reproduced():
+    assert set(verdicts(quality(as_the_paper_says)).values()) == {"reproduced"}
+
+
+def test_one_fixed_ratio_better_than_progressive_is_not_reproduced():
+    p = P["train"]["fixed_ratios"]["p"][1]
+    worse = dag.fixed_ratio_run(p, P["train"]["fixed_ratios"]["depth"])
+    df = quality(lambda run, cfg: as_the_paper_says(run, cfg) - (8.0 if run == worse else 0.0))
+    fig2a = [c for c in claims(P, df) if c["title"].startswith("Figure 2a")][0]
+    assert fig2a["verdict"] == "not reproduced"
+    assert sum(r.endswith("| - |") for r in fig2a["rows"]) == 2   # both objectives of that p
+
+
+def test_differences_within_the_errors_are_inconclusive():
+    df = quality(as_the_paper_says, half_width=50.0)
+    assert set(verdicts(df).values()) == {"inconclusive"}
+    df[["fid_ci_low", "fid_ci_high"]] = math.nan
+    assert all(v.startswith("inconclusive (no bootstrap") for v in verdicts(df).values())
+
+
+def test_missing_configurations_are_named_not_guessed():
+    df = quality(as_the_paper_says)
+    df = df[df["run"] != "pretrained"]
+    table1 = claims(P, df)[0]
+    assert table1["verdict"] == "inconclusive (configurations not run)" and "not run" in table1["rows"][0]
+
+
+def test_command_writes_markdown_and_names_a_missing_file(tmp_path, capsys):
+    quality(as_the_paper_says).to_parquet(tmp_path / "q.parquet")
+    assert main(["findings", "--profile", "tiny", "--quality", str(tmp_path / "q.parquet"),
+                 "--out", str(tmp_path / "f.md")]) == 0
+    text = (tmp_path / "f.md").read_text()
+    assert text.count("**reproduced**") == 5 and "± 0.10" in text
+    assert main(["findings", "--profile", "tiny", "--quality", str(tmp_path / "nope.parquet"),
+                 "--out", str(tmp_path / "g.md")]) == 2
+    assert "nope.parquet" in capsys.readouterr().err
