@@ -7,11 +7,10 @@ profiles. `snakemake -c2 all` runs the default `tiny` profile on a CPU;
 Shell commands quote every interpolated value (`{input:q}`, `{params.x:q}`, ...): paths
 and --config values are data, never shell code, and a path may hold a space.
 """
-import os
-
 from snakemake.utils import min_version, validate
 
-from variant.config import load_params
+from variant import dag, names
+from variant.config import DATA_ROOT_ENV, export_data_root, load_params
 
 min_version("9.0")
 # A misspelt key (`--config profil=paper`) would otherwise run the default profile.
@@ -25,12 +24,20 @@ UNSAFE_FOR_CLUSTER = set('$`\\\n')
 if "data_root" in config:   # the paper's ImageNet path, passed on to every job
     # Jobs read it from the environment (variant.config), not from their command line;
     # the one rule that passes it on (tokenize) quotes it.
-    os.environ["VARIANT_DATA_ROOT"] = str(config["data_root"])
+    export_data_root(config["data_root"])
+
+    envvars:
+        DATA_ROOT_ENV,
+
 P = load_params("params.yaml", config.get("profile"))
 PROFILE = P["profile"]
-A = f"artifacts/{PROFILE}"   # heavy intermediate files (DVC-tracked where worth keeping)
-R = f"results/{PROFILE}"     # small results, kept in git
-LOGS = f"logs/{PROFILE}"
+A = dag.artifacts_dir(P)   # heavy intermediate files (DVC-tracked where worth keeping)
+R = dag.results_dir(P)     # small results, kept in git
+LOGS = dag.logs_dir(P)
+
+# Run and configuration names as variant.names parses them; a trained run may be a snapshot.
+wildcard_constraints:
+    **names.WILDCARDS,
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/fetch.smk"

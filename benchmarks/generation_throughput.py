@@ -23,9 +23,10 @@ import torch
 
 from variant import dag
 from variant.config import load_params
-from variant.stages.profile import random_vae, random_var
-from variant.util.provenance import git_commit, write_parquet
-from variant.stages.sample import parse_config
+from variant.bench.sample import random_vae, random_var
+from variant.util.atomic import write_parquet
+from variant.util.provenance import git_commit
+from variant.names import subnet_of
 from variant.sampling import LeanSampler
 
 
@@ -37,7 +38,7 @@ def paper_grid() -> dict[int, int]:
     counts: dict[int, int] = {}
     for cfgs in dag.runs_and_configs(P).values():
         for c in cfgs:
-            d = parse_config(c, 30, 10).subnet_depth
+            d = subnet_of(c, 30, 10).subnet_depth
             counts[d] = counts.get(d, 0) + 1
     return counts
 

@@ -16,7 +16,8 @@ import time
 import pynvml
 import torch
 
-from variant.stages.profile import _labels, random_vae, random_var
+from variant.bench.sample import random_vae, random_var
+from variant.stages.profile import random_labels
 from variant.sampling import LeanSampler
 
 
@@ -29,7 +30,7 @@ def main():
     dev = torch.device("cuda")
     var, vae = random_var(a.depth, dev), random_vae(dev)
     sampler = LeanSampler(var, vae)
-    labels = _labels(var, a.batch, dev, 0)
+    labels = random_labels(var, a.batch, dev, 0)
     run = lambda: sampler.generate(labels, None, cfg=1.5, top_k=900, top_p=0.96, decode=False)  # noqa: E731
     for _ in range(3):        # capture and warm up
         run()

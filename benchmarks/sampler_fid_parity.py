@@ -21,14 +21,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from variant.models.checkpoint import load_models, sha256_file
+from variant.models.checkpoint import load_models
 from variant.config import load_params
 from variant.metrics import extract_features, feature_layer, fid_to, image_set, paired_fid_difference
-from variant.stages.profile import device_name, reference_precision, tf32
-from variant.util.provenance import git_commit, write_parquet
+from variant.stages.profile import reference_precision
+from variant.util.atomic import write_parquet
+from variant.util.hashing import sha256_file
+from variant.util.provenance import device_name, git_commit
 from variant.stages.reference import load as load_reference
 from variant.stages.sample import sample_shard
-from variant.sampling import LeanSampler, generate
+from variant.sampling import LeanSampler, generate, tf32
 
 MODES = ("reference", "reference-fp32", "lean", "lean-bf16")
 

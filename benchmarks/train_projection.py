@@ -18,7 +18,8 @@ import sys
 
 import pandas as pd
 
-from variant.stages.train import parse_run
+from variant.names import parse_run
+from variant.training.schedule import run_probability
 
 IMAGENET_TRAIN = 1_281_167
 TOKENS_PER_IMAGE = 680   # VAR-d30 at 256 px: sum of (1,2,3,4,5,6,8,10,13,16)^2
@@ -29,7 +30,7 @@ def project(tps_full: float, tps_sub: float, phases, images=IMAGENET_TRAIN, gpus
     spec = parse_run("progressive_d16")   # the schedule depends only on the phase lengths
     rows = []
     for epoch in range(sum(phases)):
-        p = spec.probability(epoch, phases)
+        p = run_probability(spec, epoch, phases)
         sec = images * TOKENS_PER_IMAGE * ((1 - p) / tps_full + p / tps_sub) / (gpus * efficiency)
         rows.append((epoch, p, sec / 3600))
     return sum(h for *_, h in rows), rows

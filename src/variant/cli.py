@@ -9,31 +9,67 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from dataclasses import dataclass
 
-# Each stage module defines add_parser(subparsers) for its own subcommand(s). A run
-# imports only the module of its command: torch-fidelity and matplotlib cost seconds,
-# and the pipeline starts `variant` once per job.
+
+@dataclass(frozen=True)
+class Command:
+    module: str   # under `variant.`: its add_parser(subparsers) adds the command's parser
+    help: str     # the one-line help `variant --help` lists
+
+
+# The one table of commands. A run imports only its command's module: torch, torch-fidelity
+# and matplotlib cost seconds, and the pipeline starts `variant` once per job; `variant
+# --help` imports none. "bench NAME" entries are the subcommands of `variant bench`.
 COMMANDS = {
-    "verify-golden": ["golden"], "cost": ["costmodel"],
-    "make-data": ["stages.fetch"], "fetch": ["stages.fetch"], "train-extractor": ["stages.fetch"],
-    "tokenize": ["stages.tokenize"], "train": ["stages.train"],
-    "bench": ["stages.profile", "stages.tokenize", "stages.train", "bench.precision"],
-    "sample": ["stages.sample"], "grid": ["stages.sample"], "reference-stats": ["stages.reference"],
-    "evaluate": ["stages.evaluate"], "collect": ["stages.evaluate"],
-    "profile": ["stages.profile"], "report": ["stages.report"], "findings": ["stages.findings"],
-    "dvc-yaml": ["dvcgen"],
+    "verify-golden": Command("golden", "compare this installation with the reference's golden vectors"),
+    "cost": Command("costmodel", "analytic KV cache, parameters and FLOPs of sampling"),
+    "make-data": Command("stages.fetch", "generate the tiny profile's synthetic train/eval images"),
+    "fetch": Command("stages.fetch", "download the released VAR/VQVAE (paper) or pre-train tiny ones"),
+    "train-extractor": Command("stages.fetch", "train the tiny profile's FID feature network"),
+    "tokenize": Command("stages.tokenize", "tokenise the training set once (token shards + index.json)"),
+    "train": Command("stages.train", "progressive supernet training (Algorithm 1) and baselines"),
+    "sample": Command("stages.sample", "generate per_class images of every class for one configuration"),
+    "grid": Command("report.grids", "a figure of sample images, one row per configuration"),
+    "reference-stats": Command("stages.reference", "features and FID statistics of the evaluation set, once"),
+    "evaluate": Command("stages.evaluate", "FID/IS/precision/recall of one configuration's samples"),
+    "collect": Command("stages.evaluate", "gather per-configuration metric rows into one parquet"),
+    "profile": Command("stages.profile", "latency, memory and KV cache of sampling, as params `profiling` asks"),
+    "report": Command("stages.report", "the paper's tables and figures, and the reviewer's paper check"),
+    "findings": Command("stages.findings", "judge the paper's claims on a profile's quality rows"),
+    "dvc-yaml": Command("dvcgen", "write dvc.yaml from the pipeline's DAG (or --check it)"),
+    "bench sample": Command("bench.sample", "latency / memory / KV cache of sampling, one parquet row each"),
+    "bench precision": Command("bench.precision",
+                               "total-variation distance of each sampler's next-token distribution to float32"),
+    "bench tokenize": Command("bench.tokenize", "time a training step from tokens vs. from images"),
+    "bench train": Command("bench.train", "training throughput of a random VAR on random tokens"),
 }
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def command_of(argv) -> str | None:
+    """The COMMANDS key `argv` runs ("sample", "bench precision"), or None."""
+    name = " ".join(argv[:2]) if argv[:1] == ["bench"] else (argv[0] if argv else None)
+    return name if name in COMMANDS else None
+
+
+def build_parser(argv=(), every_module: bool = False) -> argparse.ArgumentParser:
+    """The parser of `argv`'s command, from its module; every other command is listed by
+    name and help only. every_module: each command's real parser (tests, docs)."""
     from variant import __version__
+    from variant import bench
     p = argparse.ArgumentParser(prog="variant", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"variant {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    modules = [] if command == "--version" else (
-        COMMANDS.get(command) or dict.fromkeys(m for ms in COMMANDS.values() for m in ms))
-    for name in modules:
-        importlib.import_module(f"variant.{name}").add_parser(sub)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = set(COMMANDS) if every_module else {command_of(list(argv))} - {None}
+    for module in dict.fromkeys(COMMANDS[name].module for name in chosen):
+        importlib.import_module(f"variant.{module}").add_parser(sub)
+    for name, command in COMMANDS.items():
+        group, _, leaf = name.rpartition(" ")
+        where = bench.group(sub) if group else sub
+        if leaf not in where.choices:   # listed, not loaded
+            where.add_parser(leaf, help=command.help, description=command.help)
+        elif where.choices[leaf].description is None:
+            where.choices[leaf].description = command.help
     return p
 
 
@@ -50,16 +86,24 @@ def check_device(args) -> None:
         check_device(cfg["device"], f"{args.params}: profiles.{cfg['profile']}.device")
 
 
+def error_line(e: Exception) -> str:
+    """One line for a user: a file the OS did not find is `FILE: no such file` (the stages
+    add what the file is for, variant.util.files.require_file)."""
+    if isinstance(e, FileNotFoundError) and e.filename is not None:
+        return f"{e.filename}: no such file"
+    return str(e)
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
-    from variant.models.checkpoint import CheckpointError
-    from variant.models.supernet import SubnetError
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = build_parser(argv).parse_args(argv)
+    from variant.config import reading_for
     try:
-        check_device(args)
-        return args.func(args)
-    except (CheckpointError, SubnetError, FileNotFoundError, ValueError) as e:
-        print(f"variant {args.command}: error: {e}", file=sys.stderr)
+        with reading_for(args.command):   # a stage sees only the params keys dag.STAGE_PARAMS declares
+            check_device(args)
+            return args.func(args)
+    except (FileNotFoundError, ValueError) as e:   # CheckpointError, ParamsError ... are ValueErrors
+        print(f"variant {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -3,10 +3,16 @@
 `load_params()` returns the active profile as a plain dict (plus `profile` and
 `config_hash`). A bad value stops with one line naming the key, e.g.
 `params.yaml: profiles.tiny.train.batch_size: 0 is less than the minimum of 1`.
+
+Inside `reading_for(command)` (the CLI wraps every command in it) a stage gets only the
+keys variant.dag.STAGE_PARAMS declares for it: reading any other key raises, so the
+declaration that Snakemake and DVC hash to decide staleness cannot drift from the code.
 """
 from __future__ import annotations
 
 import collections.abc
+import contextlib
+import contextvars
 import copy
 import difflib
 import hashlib
@@ -28,6 +34,7 @@ class ParamsError(ValueError):
 
 
 TOP_LEVEL = ("profile", "profiles")
+DATA_ROOT_ENV = "VARIANT_DATA_ROOT"   # the Snakefile's --config data_root, for every job
 _YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")   # what YAML 1.2 reads as a float
 
 
@@ -80,6 +87,12 @@ def check_device(device: str, where: str) -> None:
         raise ValueError(f"{where}: {device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+def export_data_root(root) -> None:
+    """Hand `--config data_root` to every job through the environment (the Snakefile
+    declares it in `envvars:`, so cluster executors pass it on)."""
+    os.environ[DATA_ROOT_ENV] = str(root)
+
+
 def config_hash(cfg: dict) -> str:
     """Short hash of the resolved profile: every result row records it."""
     body = {k: v for k, v in cfg.items() if k not in ("config_hash",)}
@@ -90,7 +103,7 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = 
                 overrides: dict | None = None) -> dict:
     """The active profile of params.yaml: `profile` argument, else $VARIANT_PROFILE, else
     the file's `profile` key. `overrides` are dotted keys, e.g. {"data.root": "/imagenet"};
-    $VARIANT_DATA_ROOT, when set, overrides data.root."""
+    $VARIANT_DATA_ROOT (DATA_ROOT_ENV), when set, overrides data.root."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such params file (run from the repository root, or pass --params)")
@@ -106,8 +119,8 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = 
                           f"(known: {', '.join(doc['profiles'])})")
     cfg = copy.deepcopy(doc["profiles"][name])
     overrides = dict(overrides or {})
-    if os.environ.get("VARIANT_DATA_ROOT"):   # set by the Snakefile from --config data_root=...
-        overrides.setdefault("data.root", os.environ["VARIANT_DATA_ROOT"])
+    if os.environ.get(DATA_ROOT_ENV):   # set by the Snakefile from --config data_root=...
+        overrides.setdefault("data.root", os.environ[DATA_ROOT_ENV])
     for dotted, value in overrides.items():
         _set(cfg, dotted, value, f"{path}: override {dotted}")
     where = f"{path}: profiles.{name}"
@@ -123,8 +136,73 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = 
         raise ParamsError(f"{where}{'.' + key if key else ''}: {_message(e)}")
     _check_semantics(cfg, where)
     cfg["profile"] = name
-    cfg["config_hash"] = config_hash(cfg)
+    cfg["config_hash"] = config_hash(cfg)   # of the whole profile, whatever the stage reads
+    stage = _ACTIVE_STAGE.get()
+    if stage is not None:
+        from variant.dag import ALWAYS_ALLOWED, STAGE_PARAMS   # dag imports this module
+        if stage in STAGE_PARAMS:
+            return StageParams(cfg, stage, [*ALWAYS_ALLOWED, *STAGE_PARAMS[stage]])
     return cfg
+
+
+# ---- what a stage may read --------------------------------------------------------------------
+
+_ACTIVE_STAGE: contextvars.ContextVar[str | None] = contextvars.ContextVar("variant_stage", default=None)
+
+
+@contextlib.contextmanager
+def reading_for(command: str | None):
+    """While active, load_params() returns only what variant.dag.STAGE_PARAMS[command]
+    declares; a command that is no pipeline stage (verify-golden, bench, ...) reads freely."""
+    token = _ACTIVE_STAGE.set(command)
+    try:
+        yield
+    finally:
+        _ACTIVE_STAGE.reset(token)
+
+
+class StageParams(dict):
+    """A section of the profile holding only the declared keys below it. Reading an
+    undeclared key, by [], .get() or `in`, raises ParamsError naming the stage and key; a
+    declared key a profile leaves out reads as missing (KeyError, .get's default)."""
+
+    def __init__(self, source: dict, stage: str, declared: list[str], prefix: str = ""):
+        super().__init__()
+        self._stage, self._prefix = stage, prefix
+        paths = [tuple(k.split(".")) for k in declared]
+        self._allowed = {p[0] for p in paths}
+        for key in [k for k in source if k in self._allowed]:   # the profile's order
+            below = [".".join(p[1:]) for p in paths if p[0] == key]
+            value = source[key]
+            if "" in below or not isinstance(value, dict):   # the whole section is declared
+                self[key] = copy.deepcopy(value)
+            else:
+                self[key] = StageParams(value, stage, below, f"{prefix}{key}.")
+
+    def _check(self, key):
+        if key not in self._allowed:
+            raise ParamsError(f"stage {self._stage} read params key '{self._prefix}{key}' that "
+                              f"variant.dag.STAGE_PARAMS['{self._stage}'] does not declare")
+
+    def __missing__(self, key):
+        self._check(key)
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        self._check(key)
+        return super().get(key, default)
+
+    def __contains__(self, key):
+        self._check(key)
+        return super().__contains__(key)
+
+    def setdefault(self, key, default=None):
+        self._check(key)
+        return super().setdefault(key, default)
+
+    def pop(self, key, *default):
+        self._check(key)
+        return super().pop(key, *default)
 
 
 def _did_you_mean(key: str, known) -> str:

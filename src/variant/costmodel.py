@@ -36,6 +36,15 @@ class VARShape:
         kw.setdefault("shared_aln", depth >= 36)
         return cls(depth=depth, width=64 * depth, num_heads=depth, **kw)
 
+    @classmethod
+    def of(cls, model) -> "VARShape":
+        """The shape of a built VAR module."""
+        hidden = model.blocks[0].ffn.fc1.out_features
+        return cls(depth=model.depth, width=model.width, num_heads=model.num_heads,
+                   patch_nums=tuple(model.patch_nums), vocab=model.vocab_size, cvae=model.cvae,
+                   num_classes=model.num_classes, mlp_ratio=hidden / model.width,
+                   shared_aln=model.shared_aln)
+
     @property
     def num_scales(self) -> int:
         return len(self.patch_nums)
@@ -124,9 +133,8 @@ def parameter_count(shape: VARShape) -> int:
             + C * V + V)                           # head
 
 
-def flops(shape: VARShape, subnet: Subnet, batch: int, cfg: bool = True) -> dict[str, float]:
-    """Multiply-adds x2 of one sampling pass, split by where they are spent."""
-    rows = batch * (2 if cfg else 1)
+def forward_flops(shape: VARShape, subnet: Subnet, rows: int) -> dict[str, int]:
+    """Multiply-adds x2 of one forward pass over all scales of `rows` sequences."""
     C, H = shape.width, shape.hidden
     per_token_layer = 2 * (4 * C * C + 2 * C * H)          # qkv, proj, fc1, fc2
     dense = attention = conditioning = 0
@@ -140,18 +148,36 @@ def flops(shape: VARShape, subnet: Subnet, batch: int, cfg: bool = True) -> dict
             conditioning += rows * 2 * C * 6 * C              # the block's AdaLN, per call
         conditioning += rows * 2 * C * 2 * C                  # head AdaLN
     head = rows * shape.tokens * 2 * C * shape.vocab
+    # the first scale is the class token's start: word_embed sees the L - p0^2 later tokens
     embed = rows * (shape.tokens - shape.patch_nums[0] ** 2) * 2 * shape.cvae * C
-    total = dense + attention + conditioning + head + embed
-    return {"dense": float(dense), "attention": float(attention), "head": float(head),
-            "other": float(conditioning + embed), "total": float(total)}
+    return {"dense": dense, "attention": attention, "head": head, "conditioning": conditioning,
+            "embed": embed}
+
+
+def flops(shape: VARShape, subnet: Subnet, batch: int, cfg: bool = True) -> dict[str, float]:
+    """Multiply-adds x2 of one sampling pass, split by where they are spent."""
+    c = forward_flops(shape, subnet, batch * (2 if cfg else 1))
+    total = c["dense"] + c["attention"] + c["conditioning"] + c["head"] + c["embed"]
+    return {"dense": float(c["dense"]), "attention": float(c["attention"]), "head": float(c["head"]),
+            "other": float(c["conditioning"] + c["embed"]), "total": float(total)}
+
+
+def training_step_flops(shape: VARShape, subnet: Subnet, batch: int) -> float:
+    """Model FLOPs of one training step of `batch` sequences, as nanoGPT's MFU counts them:
+    forward + backward = 3 x the forward's matmuls (weights each token passes through, and
+    the block-causal attention scores). AdaLN projections run per sample, not per token, and
+    activation recomputation is not model work: both are left out."""
+    c = forward_flops(shape, subnet, batch)
+    return 3.0 * (c["dense"] + c["attention"] + c["head"] + c["embed"])
 
 
 def add_parser(sub):
     p = sub.add_parser("cost", help="analytic KV cache, parameters and FLOPs of sampling")
-    p.add_argument("--depth", type=int, default=30)
-    p.add_argument("--subnet-depth", type=int, nargs="*", default=[30, 16, 8, 4, 2])
-    p.add_argument("--bridge", type=int, nargs="*", default=[6])
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--depth", type=int, default=30, help="VAR depth D (released shapes: width 64 D)")
+    p.add_argument("--subnet-depth", type=int, nargs="*", default=[30, 16, 8, 4, 2],
+                   help="subnet depths d to list (d = D is the full model)")
+    p.add_argument("--bridge", type=int, nargs="*", default=[6], help="bridge scales N of each subnet")
+    p.add_argument("--batch", type=int, default=64, help="images per batch (x2 rows with guidance)")
     p.set_defaults(func=_main)
 
 

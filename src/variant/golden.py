@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from variant.models.checkpoint import CheckpointError, build_vae, build_var, read_state_dict, var_config
-from variant.sampling import LeanSampler, generate
+from variant.sampling import LeanSampler, generate, tf32
 
 FLOAT_TOL = 1e-4
 SAMPLERS = ("reference", "lean")
@@ -67,7 +67,6 @@ def load_golden(directory: str | Path):
 
 
 def verify_golden(directory: str | Path, device: str = "cpu", samplers=SAMPLERS) -> list[Check]:
-    from variant.stages.profile import tf32
     with tf32(False):   # TF32 would cost ~1e-3 of precision; the tolerances are for true float32
         return _verify(directory, device, samplers)
 

@@ -2,7 +2,7 @@
 
 The `paper` profile scores with torch-fidelity's own Inception ("inception-v3-compat").
 The `tiny` profile has no ImageNet, so it scores with TinyFeatureNet, a small CNN trained
-on the synthetic data (train_feature_extractor) and registered with torch-fidelity as
+on the synthetic data (variant.tiny.extractor), registered here with torch-fidelity as
 "variant-tiny"; everything downstream of the features is torch-fidelity's code either way.
 
 The protocol is that of OpenAI's ADM evaluator (what VAR and the paper report): FID against
@@ -14,16 +14,13 @@ the order given (ADM does not shuffle; the sample stage packs files in a class-b
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 import torch_fidelity
 from torch.utils.data import Dataset
@@ -34,77 +31,14 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from variant.util.atomic import torch_save, write_text
-from variant.tiny.data import find_images, load_images, read_image, to_float
+from variant.tiny.extractor import TINY, TinyFeatureNet, load_feature_net
 from variant.util.files import open_npz, unreadable
+from variant.util.images import ImageFiles, to_float
 
-TINY = "variant-tiny"
 INCEPTION = "inception-v3-compat"
 
 # -----------------------------------------------------------------------------
-# the tiny feature network
-
-
-def _conv_block(c_in, c_out, stride):
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
-
-
-class TinyFeatureNet(nn.Module):
-    """A 4-block CNN classifier for 32px images in [-1, 1]; its pooled 4*width vector is the
-    feature for FID and precision/recall, its logits the class posterior for IS."""
-
-    input_size = 32
-
-    def __init__(self, num_classes: int = 10, width: int = 32):
-        super().__init__()
-        # strided convolutions rather than pooling: ~4x cheaper to train on a CPU, and the
-        # last block still sees the whole 32px image
-        self.body = nn.Sequential(
-            _conv_block(3, width, 2),
-            _conv_block(width, 2 * width, 2),
-            _conv_block(2 * width, 4 * width, 2),
-            _conv_block(4 * width, 4 * width, 1),
-        )
-        self.head = nn.Linear(4 * width, num_classes)
-
-    @classmethod
-    def from_state_dict(cls, state_dict) -> "TinyFeatureNet":
-        num_classes, dim = state_dict["head.weight"].shape  # the sizes are in the weights
-        net = cls(num_classes, dim // 4)
-        net.load_state_dict(state_dict)
-        return net
-
-    def features(self, x):
-        return self.body(x).mean(dim=(2, 3))
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-def load_feature_net(weights_path) -> TinyFeatureNet:
-    weights_path = Path(weights_path)
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"feature extractor weights not found: {weights_path} "
-                                f"(make them with variant.metrics.train_feature_extractor)")
-    fix = "pass the file `variant train-extractor` writes, e.g. artifacts/tiny/feature_extractor.pth"
-    try:
-        state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as e:   # torch raises many types for a file that is no checkpoint
-        raise unreadable(weights_path, "feature-extractor weights file", f"{type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:200]}", fix) from e
-    want = set(TinyFeatureNet().state_dict())
-    got = set(state_dict) if isinstance(state_dict, dict) else set()
-    if not isinstance(state_dict, dict) or got != want:
-        why = (f"a {type(state_dict).__name__}, not a state dict" if not isinstance(state_dict, dict) else
-               f"not TinyFeatureNet weights: {len(want - got)} of its {len(want)} keys missing, "
-               f"{len(got - want)} others (e.g. {sorted(got - want or want - got)[0]!r})")
-        raise unreadable(weights_path, "feature-extractor weights file", why, fix)
-    try:   # right keys, wrong sizes: sizes are read off head.weight
-        return TinyFeatureNet.from_state_dict(state_dict).eval()
-    except (RuntimeError, ValueError) as e:
-        raise unreadable(weights_path, "feature-extractor weights file",
-                         " ".join(str(e).split())[:200], fix) from e
+# extractor weights
 
 
 def check_weights(extractor: str, weights_path) -> None:
@@ -126,72 +60,6 @@ def check_weights(extractor: str, weights_path) -> None:
             and tuple(fc.shape) == (1008, 2048)):
         raise unreadable(weights_path, f"{extractor} weights file", "no Inception-v3 layers in it", fix)
 
-
-@torch.no_grad()
-def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy of `net` on uint8 images."""
-    net.eval()
-    device = next(net.parameters()).device
-    correct = 0
-    for x, y in zip(images.split(batch_size), labels.split(batch_size)):
-        correct += (net(to_float(x.to(device))).argmax(1).cpu() == y).sum().item()
-    return correct / len(images)
-
-
-def train_feature_extractor(data_dir, out_path, epochs: int = 8, seed: int = 0,
-                            width: int = 32, batch_size: int = 64, lr: float = 1e-2,
-                            val_fraction: float = 0.1, device=None) -> dict:
-    """Train TinyFeatureNet on an ImageFolder directory; save its state dict to `out_path`
-    and a json sidecar next to it (out_path with suffix .json), which is also returned."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    images, labels = load_images(data_dir)
-    if images.shape[-1] != TinyFeatureNet.input_size or images.shape[-2] != TinyFeatureNet.input_size:
-        raise ValueError(f"{data_dir}: TinyFeatureNet trains on {TinyFeatureNet.input_size}px "
-                         f"images, got {images.shape[-2]}x{images.shape[-1]}")
-    num_classes = int(labels.max()) + 1
-    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(images)))
-    n_val = max(1, round(val_fraction * len(images)))
-    val, train = perm[:n_val], perm[n_val:]
-    x_train, y_train = images[train].to(device), labels[train].to(device)
-
-    t0 = time.time()
-    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
-        torch.manual_seed(seed)
-        net = TinyFeatureNet(num_classes, width).to(device)
-    gen = torch.Generator().manual_seed(seed)
-    steps_per_epoch = -(-len(train) // batch_size)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    net.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(train), generator=gen).split(batch_size):
-            x = to_float(x_train[idx])
-            flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            loss = F.cross_entropy(net(x), y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-
-    info = {
-        "extractor": TINY,
-        "num_classes": num_classes,
-        "width": width,
-        "epochs": epochs,
-        "seed": seed,
-        "train_images": len(train),
-        "val_images": n_val,
-        "val_accuracy": accuracy(net, images[val], labels[val]),
-        "train_seconds": round(time.time() - t0, 2),
-    }
-    manifest = Path(data_dir) / "manifest.json"
-    if manifest.is_file():  # ties the weights to the exact data they saw
-        info["data_sha256"] = json.loads(manifest.read_text()).get("sha256")
-    out_path = Path(out_path)
-    torch_save(net.cpu().state_dict(), out_path)   # the weights first: the record describes them
-    write_text(out_path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
-    return info
 
 # -----------------------------------------------------------------------------
 # torch-fidelity feature extractor
@@ -258,34 +126,20 @@ class _TensorImages(Dataset):
         return self.images[i]
 
 
-class _PngImages(Dataset):
-    """Reads on demand, so a directory of 50k 256px samples never sits in memory at once."""
-
-    def __init__(self, paths, size):
-        self.paths, self.size = paths, size
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(read_image(self.paths[i], self.size)).permute(2, 0, 1)
-
-
 def image_set(source, role: str = "images") -> Dataset:
-    """A Dataset of uint8 3xHxW tensors (each with attribute `size` = (H, W)) from a PNG
+    """A Dataset of uint8 3xHxW tensors (each with attribute `size` = (H, W)) from an image
     directory (recursive), an .npz whose arr_0 is uint8 NHWC (the ADM evaluation format),
     a uint8 NHWC numpy array, or a uint8 NCHW tensor. `role` names the set in errors."""
-    if isinstance(source, (_TensorImages, _PngImages)):
+    if isinstance(source, (_TensorImages, ImageFiles)):
         return source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            paths = find_images(path)
-            return _PngImages(paths, read_image(paths[0]).shape[:2])
+            return ImageFiles.of_directory(path)
         if not path.exists():
             raise FileNotFoundError(f"{role} not found: {path}")
         if path.suffix != ".npz":
-            raise ValueError(f"{role} must be a directory of PNGs or an .npz file, got {path}")
+            raise ValueError(f"{role} must be a directory of images or an .npz file, got {path}")
         with open_npz(path, f"{role} .npz", "pass images in the ADM format: arr_0, uint8 N x H x W x 3",
                       required=["arr_0"]) as npz:
             source = npz["arr_0"]
@@ -314,7 +168,7 @@ def _weights_for(extractor, weights_path, verbose):
             raise FileNotFoundError(f"weights for {extractor} not found: {weights_path}{hint}")
         return str(weights_path)
     if extractor == TINY:
-        raise ValueError(f"{TINY} needs weights_path (make them with train_feature_extractor)")
+        raise ValueError(f"{TINY} needs weights_path (make them with `variant train-extractor`)")
     if extractor == INCEPTION and not inception_weights_location().is_file():
         target = inception_weights_location()
         try:

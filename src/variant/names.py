@@ -30,6 +30,8 @@ WILDCARDS = {
     "shard": r"\d{5}",
     "split": r"train|eval",
 }
+# A train job's run: a training, never pretrained nor a snapshot (its job keeps those)
+TRAINED_RUN_WILDCARD = re.sub(r"\?P<\w+>", "", _TRAINED)
 
 
 def progressive(d: int) -> str:

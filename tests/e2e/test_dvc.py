@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pipeline_utils import ROOT, copy_repo, run
-from variant import dag
+from variant import dag, dvcgen
 from variant.config import load_params
 
 P = load_params(profile="tiny")
@@ -70,3 +70,37 @@ def test_repro_table2_status_push_pull(tmp_path):
     run(["dvc", "pull", "train_progressive_d4"], work)
     assert sha256(ckpt) == before
     assert ran(run(["dvc", "repro", "table2"], work).stdout) == set()
+
+
+def table2_stages() -> set[str]:
+    """The DVC stages behind Table 2 on a clone with no outputs yet."""
+    P_runs = dag.report_runs(P, "table2")
+    metrics = {dvcgen.stage_name("metrics", r, c) for r, cfgs in P_runs.items() for c in cfgs}
+    trains = {dvcgen.stage_name("train", r) for r in P_runs if r != "pretrained"}
+    return {"data", "pretrained", "feature_extractor", "reference_stats", "tokens", "profiling", "table2"} \
+        | metrics | trains
+
+
+def test_dry_repro_and_exp_run_plan_table2_on_a_fresh_clone(tmp_path):
+    work = copy_repo(tmp_path / "repo", git=True)
+    # DVC's dry run hashes each stage's dependencies before printing it, so on a clone
+    # without outputs it stops at the first one an upstream stage would make
+    # (treeverse/dvc#9021). --force skips that check; on a fresh clone every stage runs anyway.
+    planned = ran(run(["dvc", "repro", "--dry", "--force", "table2"], work).stdout)
+    assert planned == table2_stages()
+    # an experiment over a params key: planned, and the workspace left as it was
+    before = (work / "params.yaml").read_text()
+    out = run(["dvc", "exp", "run", "--dry", "--force", "-S", "profiles.tiny.sample.cfg=2.0", "table2"], work).stdout
+    assert ran(out) == table2_stages()
+    assert (work / "params.yaml").read_text() == before
+    assert "--cores all" in out and "--cores 2" not in out
+
+
+def test_metrics_and_plots_point_at_files_the_dag_owns():
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert doc["metrics"] == [dag.metrics_json(P)]
+    assert {next(iter(p)) for p in doc["plots"]} == set(dag.plots(P))
+    collect = doc["stages"]["collect"]
+    assert {dag.metrics_json(P): {"cache": False}} in collect["outs"]
+    assert all(d.startswith("results/tiny/metrics/") for d in collect["deps"] if d.endswith(".parquet"))
+    assert "src/variant/training" in doc["stages"]["train_progressive_d4"]["deps"]   # code deps per stage

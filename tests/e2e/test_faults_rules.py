@@ -153,3 +153,13 @@ def test_paper_fetch_keeps_hand_placed_reference_and_checksum_record(repo):
     assert (pre / "fetch.json").read_text() == record
     assert rcs[:2] == [0, 0] and rcs[2] != 0
 
+
+
+def test_lint_is_clean_and_every_rule_has_a_conda_env(repo):
+    # Snakemake's linter: a conda env per rule, no globals in shell commands, declared env
+    # vars, params derived from the files they name
+    r = snakemake(repo, "--lint", check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "Lints for" not in out and "good condition" in out, out[-3000:]
+    # --config data_root exports the env var every job reads: it is declared then
+    snakemake(repo, "-n", "all", "--config", "profile=paper", "data_root=/imagenet/train")

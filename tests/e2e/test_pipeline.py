@@ -1,5 +1,7 @@
 """The tiny profile end to end, as a newcomer runs it: `snakemake -c2 all` on a CPU."""
+import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,7 +25,7 @@ def tiny(tmp_path_factory):
 
 
 def test_every_configuration_has_one_quality_row(tiny):
-    q = pd.read_parquet(tiny / "results/tiny/quality.parquet")
+    q = pd.read_parquet(tiny / dag.quality(P))
     expected = {(r, c) for r, cfgs in dag.runs_and_configs(P).items() for c in cfgs}
     assert set(zip(q["run"], q["config"])) == expected and len(q) == len(expected)
     for col in ("fid", "isc_mean", "precision", "recall", "config_hash", "checkpoint_sha256", "git_commit",
@@ -34,11 +36,11 @@ def test_every_configuration_has_one_quality_row(tiny):
 
 
 def test_profiling_and_training_logs(tiny):
-    prof = pd.read_parquet(tiny / "results/tiny/profiling.parquet")
+    prof = pd.read_parquet(tiny / dag.profiling(P))
     assert set(prof["mode"]) == set(P["profiling"]["modes"]) and set(prof["batch"]) == set(P["profiling"]["batches"])
     assert not prof["oom"].any() and (prof["latency_s"] > 0).all()
     for r in dag.trained_runs(P):
-        log = pd.read_parquet(tiny / f"results/tiny/train/{r}.parquet")
+        log = pd.read_parquet(tiny / dag.train_log(P, r))
         assert {"step", "epoch", "subnet_prob", "used_subnet", "loss", "loss_full", "loss_subnet"} <= set(log.columns)
         assert log["loss"].notna().all() and len(log) > 0
         per_epoch = log.groupby("epoch")["loss"].mean()   # the short tiny training still learns
@@ -46,27 +48,54 @@ def test_profiling_and_training_logs(tiny):
 
 
 def test_tables_have_the_papers_structure(tiny):
-    t2 = pd.read_csv(tiny / "results/tiny/tables/table2.csv")
+    t2 = pd.read_csv(tiny / dag.tables_dir(P) / "table2.csv")
     assert list(t2.columns)[:len(PAPER_TABLE2_COLUMNS)] == PAPER_TABLE2_COLUMNS
     assert list(t2["Method"]) == ["DiT-XL/2", "LlamaGen-XXL", "VAR-d8", "VAR-CoDe", "VARiant-d4", "VARiant-d2"]
     measured = t2[t2["Source"] == "measured"]
     assert measured[["Speedup", "KV Cache", "FID", "IS"]].notna().all().all()
-    t8 = pd.read_csv(tiny / "results/tiny/tables/table8.csv")
+    t8 = pd.read_csv(tiny / dag.tables_dir(P) / "table8.csv")
     assert len(t8) == len(P["train"]["subnet_depths"]) + 1
-    t7 = pd.read_csv(tiny / "results/tiny/tables/table7.csv")
+    t7 = pd.read_csv(tiny / dag.tables_dir(P) / "table7.csv")
     assert len(t7) == len(P["train"]["subnet_depths"])
     for name in ("table1", "table3", "table4", "table5"):
-        for ext in ("csv", "md", "tex"):
-            assert (tiny / f"results/tiny/tables/{name}.{ext}").stat().st_size > 0
+        for path in dag.report_outputs(P, name):
+            assert (tiny / path).stat().st_size > 0, path
 
 
 def test_figures_and_report_are_written(tiny):
-    for f in ("pareto", "fig2b_losses", "fig2c_ratios", "fig3a_schedule", "fig5_depth", "fig5_bridge", "fig5_space",
-              "fig4_samples", "fig6_samples", "fig7_evolution"):
-        for ext in ("pdf", "png"):
-            assert (tiny / f"figures/{f}.{ext}").stat().st_size > 1000, f
-    check = (tiny / "results/tiny/paper_check.md").read_text()
+    figures = [item for item, (kind, _) in dag.REPORT_ITEMS.items() if kind == "figure"] + list(dag.SAMPLE_GRIDS)
+    assert len(figures) == 10
+    for f in figures:
+        for path in dag.report_outputs(P, f):   # PDF and PNG, per profile
+            assert (tiny / path).stat().st_size > 1000, path
+    pareto = pd.read_csv(tiny / dag.figure_data(P, "pareto"))   # the data beside the figure, for `dvc plots`
+    assert pareto["full_fid"].notna().all() and len(pareto) == len(P["train"]["fixed_ratios"]["p"]) + 1
+    check = (tiny / dag.paper_check(P)[0]).read_text()
     assert "2.97" in check and "2.67" in check          # the paper's own inconsistency is listed
+
+
+def report_variable(page: str, name: str):
+    """A JSON value the Snakemake report page defines as `var NAME = {...}`."""
+    start = page.index(f"var {name} = {{") + len(f"var {name} = ")
+    return json.JSONDecoder().raw_decode(page, start)[0]
+
+
+def test_snakemake_report_holds_every_table_and_figure(tiny):
+    """`snakemake --report report.html` shows each table (its CSV), figure (its PNG) and the paper
+    check, under a paper section, with its caption from workflow/report/."""
+    run(["snakemake", "--report", "report.html"], tiny)
+    page = (tiny / "report.html").read_text()
+    results, categories = report_variable(page, "results"), report_variable(page, "categories")
+    section = {Path(path).name: (category, sub) for category, subs in categories.items()
+               for sub, paths in subs.items() for path in paths}
+    expected = [f"{item}.csv" if kind == "table" else f"{item}.png" for item, (kind, _) in dag.REPORT_ITEMS.items()]
+    expected += [f"{item}.png" for item in dag.SAMPLE_GRIDS] + ["paper_check.html"]
+    assert len(expected) == 7 + 10 + 1
+    assert set(expected) <= set(section), sorted(set(expected) - set(section))
+    assert section["table2.csv"][0] == "Sec. 4 Experiments" and section["paper_check.html"][0] == "Paper check"
+    captions = {Path(path).name: r["caption"] for path, r in results.items()}
+    assert all(captions[name].strip() for name in expected)
+    assert "Table 5: bridge-zone ablation" in captions["table5.csv"]
 
 
 def test_second_run_has_nothing_to_do(tiny):
@@ -89,10 +118,10 @@ def test_reference_statistics_follow_their_input(tiny):
 
 
 def test_one_figure_runs_only_its_jobs(tmp_path):
-    """On a clean tree, figures/pareto.pdf needs the fixed-ratio trainings and the
+    """On a clean tree, Figure 2a's PDF needs the fixed-ratio trainings and the
     progressive d4 one (Figure 2a's star), their samples and scores: nothing else."""
     work = copy_repo(tmp_path)
-    counts = job_counts(run(["snakemake", "-c2", "-n", "figures/pareto.pdf"], work).stdout)
+    counts = job_counts(run(["snakemake", "-c2", "-n", dag.report_outputs(P, "pareto")[0]], work).stdout)
     runs = dag.report_runs(P, "pareto")
     n_rows = sum(len(c) for c in runs.values())
     assert counts == {"make_data": 2, "fetch": 1, "train_extractor": 1, "tokenize": 1, "train": len(runs),

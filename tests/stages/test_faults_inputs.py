@@ -176,11 +176,10 @@ def test_train_names_a_cut_token_shard(train_setup, tmp_path):  # noqa: F811
 
 
 def test_token_shards_are_hashed_once_per_process(train_setup, monkeypatch):  # noqa: F811
-    import variant.models.checkpoint as ck
     monkeypatch.setattr(tok, "_VERIFIED", set())
     calls = []
-    real_sha = ck.sha256_file
-    monkeypatch.setattr(ck, "sha256_file", lambda p, *a: calls.append(Path(p).name) or real_sha(p, *a))
+    real_sha = tok.sha256_file
+    monkeypatch.setattr(tok, "sha256_file", lambda p, *a: calls.append(Path(p).name) or real_sha(p, *a))
     for _ in range(2):                                   # two datasets, as a train run and a resumed one
         ds = tok.TokenDataset(train_setup / "tokens")
         ids = torch.arange(len(ds))

@@ -34,7 +34,7 @@ from test_reference import ref  # noqa: F401  (fixture: extractor, reference sta
 from test_sample_stage import setup as sample_setup  # noqa: F401  (fixture: small VAR/VQVAE, params)
 from test_train import ROOT, setup as train_setup  # noqa: F401  (fixture: images, VAR/VQVAE, tokens)
 from variant.util.atomic import temporaries
-from variant.models.checkpoint import sha256_file
+from variant.util.hashing import sha256_file
 from variant.config import load_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # the in-process fixtures: tiny models

@@ -1,5 +1,6 @@
-"""The fetch stage: resumable, verified downloads against a local HTTP server (never the
-internet), the tiny pre-training, make-data and the CLI's error lines."""
+"""The fetch stage: verified downloads through huggingface_hub and pooch against a local
+HTTP server (never the internet), offline and by-hand files, the tiny pre-training,
+make-data and the CLI's error lines."""
 import hashlib
 import json
 import os
@@ -7,11 +8,13 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants as hf_constants
 
 from conftest import small_vae, small_var
 from variant.stages import fetch
@@ -20,68 +23,59 @@ from variant.config import load_params
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
-FAST = dict(retries=2, backoff=0.01, timeout=5.0, progress=False)
+HUB_REPO, REVISION = "FoundationVision/var", "0123456789abcdef0123456789abcdef01234567"
+FAST = dict(progress=False, timeout=5.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Server:
-    """http.server with Range support; `files` maps a path to bytes, `requests` records
-    (path, Range header) of each GET, `cut` names files whose first response stops half-way."""
+    """A stand-in for the Hub and the ADM bucket: `files` maps a name to bytes, served at
+    /REPO/resolve/REVISION/NAME (with the headers hf_hub_download reads) and at /NAME;
+    `requests` records (method, path) of each request."""
 
     def __init__(self):
-        self.files, self.requests, self.cut = {}, [], set()
+        self.files, self.requests = {}, []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *a):
                 pass
 
-            def do_GET(self):
-                name = self.path.lstrip("/")
-                rng = self.headers.get("Range")
-                outer.requests.append((name, rng))
+            def _headers(self):
+                outer.requests.append((self.command, self.path))
+                hub = f"/{HUB_REPO}/resolve/{REVISION}/"
+                name = self.path.removeprefix(hub).lstrip("/")
                 if name not in outer.files:
-                    self.send_error(404)
-                    return
-                body, start = outer.files[name], 0
-                if rng:
-                    start = int(rng.removeprefix("bytes=").split("-")[0])
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                body = outer.files[name]
+                self.send_response(200)
+                if self.path.startswith(hub):
+                    self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+                    self.send_header("X-Repo-Commit", REVISION)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if name in outer.cut:   # drop the connection half-way, once
-                    outer.cut.discard(name)
-                    self.wfile.write(body[start:start + (len(body) - start) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body[start:])
+                return body
+
+            def do_HEAD(self):
+                self._headers()
+
+            def do_GET(self):
+                body = self._headers()
+                if body is not None:
+                    self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
 
-    def gets(self, name):
-        return [r for n, r in self.requests if n == name]
-
-
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+    def downloads(self):
+        return [p for m, p in self.requests if m == "GET" and p.endswith((".pth", ".npz"))]
 
 
 def dead_url() -> str:
@@ -90,6 +84,24 @@ def dead_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def point_hub_at(monkeypatch, url):
+    """What HF_ENDPOINT=url does when huggingface_hub is imported."""
+    monkeypatch.setattr(hf_constants, "ENDPOINT", url)
+    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """The local server as the Hub's endpoint (HF_ENDPOINT), online, an empty HF_HOME."""
+    s = Server()
+    point_hub_at(monkeypatch, s.url)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -102,30 +114,32 @@ def released(tmp_path_factory):
             "ref.npz": b"reference batch " * 5000}
 
 
-def paper_cfg(url):
+def paper_cfg(url, revision=REVISION):
     return {"profile": "paper", "model": {"patch_nums": [1, 2, 3, 4, 5], "var": {"depth": 6}},
-            "fetch": {"base_url": url, "files": [fetch.VAE_FILE, "var_d6.pth"],
+            "fetch": {"repo_id": HUB_REPO, "revision": revision, "files": [fetch.VAE_FILE, "var_d6.pth"],
                       "reference_batch": "ref.npz", "reference_url": f"{url}/ref.npz"}}
 
 
-def test_download_records_then_skips_then_detects_corruption(server, released, tmp_path):
-    server.files.update(released)
+def test_download_records_then_skips_then_detects_corruption(hub, released, tmp_path):
+    hub.files.update(released)
     out = tmp_path / "pretrained"
-    m = fetch.fetch_released(paper_cfg(server.url), out, **FAST)
+    m = fetch.fetch_released(paper_cfg(hub.url), out, **FAST)
+    assert sorted(hub.downloads()) == sorted([f"/{HUB_REPO}/resolve/{REVISION}/{fetch.VAE_FILE}",
+                                              f"/{HUB_REPO}/resolve/{REVISION}/var_d6.pth", "/ref.npz"])
     for name, body in released.items():
         assert (out / name).read_bytes() == body
         assert m["files"][name]["sha256"] == hashlib.sha256(body).hexdigest()
         assert m["files"][name]["source"] == "download"
+    assert m["files"]["var_d6.pth"]["url"].endswith(f"/{HUB_REPO}/resolve/{REVISION}/var_d6.pth")
     assert json.loads((out / "fetch.json").read_text())["files"] == m["files"]
     # vae.pth/var.pth: the released bytes under the contract's names, and they load
     assert sha256_file(out / "var.pth") == m["files"]["var_d6.pth"]["sha256"] == m["files"]["var.pth"]["sha256"]
     var, vae = load_models(out / "var.pth", out / "vae.pth")
     assert var.depth == 6 and vae.vocab_size == 32
-    assert not list(out.glob("*.part")) and not list(out.glob(".*tmp"))
 
-    n = len(server.requests)
-    fetch.fetch_released(paper_cfg(server.url), out, **FAST)   # second run: nothing downloaded
-    assert len(server.requests) == n
+    n = len(hub.requests)
+    fetch.fetch_released(paper_cfg(hub.url), out, **FAST)   # second run: nothing downloaded
+    assert len(hub.requests) == n
 
     data = bytearray((out / "var_d6.pth").read_bytes())
     data[100] ^= 0xFF
@@ -133,56 +147,69 @@ def test_download_records_then_skips_then_detects_corruption(server, released, t
     (out / "var_d6.pth").unlink()
     (out / "var_d6.pth").write_bytes(bytes(data))
     with pytest.raises(fetch.ChecksumError, match=r"var_d6\.pth: sha256 .* does not match .* recorded in .*fetch\.json"):
-        fetch.fetch_released(paper_cfg(server.url), out, **FAST)
-    assert len(server.requests) == n
+        fetch.fetch_released(paper_cfg(hub.url), out, **FAST)
+    assert len(hub.requests) == n
 
 
-def test_truncated_part_resumes_with_range(server, released, tmp_path):
-    body = released["ref.npz"]
-    server.files["ref.npz"] = body
-    dest = tmp_path / "ref.npz"
-    (tmp_path / "ref.npz.part").write_bytes(body[:12345])
-    fetch.download(f"{server.url}/ref.npz", dest, **FAST)
-    assert dest.read_bytes() == body and not (tmp_path / "ref.npz.part").exists()
-    assert server.gets("ref.npz") == ["bytes=12345-"]
+def assert_names_each_file(msg, cfg, out, names, reason):
+    assert "\n" not in msg and msg.startswith(f"{len(names)} file")
+    for name in names:   # each missing file: where it comes from, why not, where to put it
+        url = (cfg["fetch"]["reference_url"] if name == "ref.npz"
+               else f"/{HUB_REPO}/resolve/{cfg['fetch']['revision'] or 'main'}/{name}")
+        assert f"{name} (from " in msg and url in msg and f"put it at {(out / name).resolve()}" in msg
+    assert msg.count(reason) == len(names), msg
 
 
-def test_dropped_connection_is_retried_from_where_it_stopped(server, released, tmp_path):
-    body = released["ref.npz"]
-    server.files["ref.npz"] = body
-    server.cut.add("ref.npz")
-    fetch.download(f"{server.url}/ref.npz", tmp_path / "ref.npz", **FAST)
-    assert (tmp_path / "ref.npz").read_bytes() == body
-    assert server.gets("ref.npz") == [None, f"bytes={len(body) // 2}-"]
-
-
-def test_unreachable_url_says_where_to_put_the_file_by_hand(released, tmp_path):
-    out = tmp_path / "pretrained"
-    cfg = paper_cfg(dead_url())
+def test_offline_names_every_missing_file_at_once_and_takes_files_put_by_hand(hub, released, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    out, cfg = tmp_path / "pretrained", paper_cfg(hub.url)
+    t0 = time.perf_counter()
     with pytest.raises(fetch.DownloadError) as e:
         fetch.fetch_released(cfg, out, **FAST)
-    msg = str(e.value)
-    assert "\n" not in msg and "3 tries" in msg and msg.startswith("3 files could not be downloaded")
-    for name in released:   # every missing file, with its URL and the path to put it at
-        url = cfg["fetch"]["reference_url"] if name == "ref.npz" else f"{cfg['fetch']['base_url']}/{name}"
-        assert f"cannot download {url} " in msg and f"put it at {(out / name).resolve()}," in msg
-    # put there by hand: the next run verifies and records them without the network
-    for name, body in released.items():
+    assert time.perf_counter() - t0 < 2 and hub.requests == []
+    assert_names_each_file(str(e.value), cfg, out, list(released), "offline: HF_HUB_OFFLINE is set")
+    for name, body in released.items():   # put there by hand: verified and recorded offline
         (out / name).write_bytes(body)
     m = fetch.fetch_released(cfg, out, **FAST)
     assert m["files"]["var_d6.pth"]["sha256"] == hashlib.sha256(released["var_d6.pth"]).hexdigest()
-    assert "by hand" in m["files"]["var_d6.pth"]["source"]
+    assert "by hand" in m["files"]["var_d6.pth"]["source"] and hub.requests == []
 
 
-def test_http_404_is_not_retried(server, tmp_path):
-    with pytest.raises(fetch.DownloadError, match=r"HTTP 404 .*1 try\).*put it at"):
-        fetch.download(f"{server.url}/missing.pth", tmp_path / "missing.pth", **FAST)
-    assert len(server.requests) == 1
+def test_an_unreachable_host_fails_at_once_for_every_file(hub, released, tmp_path, monkeypatch):
+    dead = dead_url()
+    point_hub_at(monkeypatch, dead)
+    out, cfg = tmp_path / "pretrained", paper_cfg(dead)
+    t0 = time.perf_counter()
+    with pytest.raises(fetch.DownloadError) as e:
+        fetch.fetch_released(cfg, out, **FAST)
+    assert time.perf_counter() - t0 < 5, "no retries against a host that refuses connections"
+    assert_names_each_file(str(e.value), cfg, out, list(released), "cannot reach 127.0.0.1:")
 
 
-def test_expected_sha256_from_params_is_checked_on_first_download(server, released, tmp_path):
-    server.files.update(released)
-    cfg = paper_cfg(server.url)
+def test_an_unpinned_revision_is_not_downloaded(hub, released, tmp_path):
+    hub.files.update(released)
+    out, cfg = tmp_path / "pretrained", paper_cfg(hub.url, revision=None)
+    with pytest.raises(fetch.DownloadError) as e:
+        fetch.fetch_released(cfg, out, **FAST)
+    hub_files = [fetch.VAE_FILE, "var_d6.pth"]
+    assert_names_each_file(str(e.value), cfg, out, hub_files, "params fetch.revision is not pinned")
+    assert hub.downloads() == ["/ref.npz"] and (out / "ref.npz").read_bytes() == released["ref.npz"]
+
+
+def test_a_file_missing_on_the_hub_is_named_and_not_retried(hub, released, tmp_path):
+    hub.files.update({k: v for k, v in released.items() if k != "var_d6.pth"})
+    out, cfg = tmp_path / "pretrained", paper_cfg(hub.url)
+    with pytest.raises(fetch.DownloadError) as e:
+        fetch.fetch_released(cfg, out, **FAST)
+    assert_names_each_file(str(e.value), cfg, out, ["var_d6.pth"], "EntryNotFound")
+    assert [p for _, p in hub.requests].count(f"/{HUB_REPO}/resolve/{REVISION}/var_d6.pth") == 1
+    assert (out / fetch.VAE_FILE).is_file() and (out / "ref.npz").is_file()
+
+
+def test_expected_sha256_from_params_is_checked_on_first_download(hub, released, tmp_path):
+    hub.files.update(released)
+    cfg = paper_cfg(hub.url)
     cfg["fetch"]["sha256"] = {"ref.npz": "0" * 64}
     with pytest.raises(fetch.ChecksumError, match=r"ref\.npz: the download has sha256 .* params fetch\.sha256"):
         fetch.fetch_released(cfg, tmp_path, **FAST)
@@ -244,14 +271,14 @@ def test_quantize_train_matches_the_tokenizer():
 # make-data and the CLI
 
 
-def variant(*args, cwd=REPO):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def variant(*args, cwd=REPO, env=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "variant.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=env)
 
 
 def test_make_data_splits_are_disjoint_and_reruns_overwrite(tiny_cfg, tmp_path):
-    from variant.tiny.data import load_images
+    from variant.util.images import load_images
     train, ev = tmp_path / "train", tmp_path / "eval"
     a = fetch.make_data(tiny_cfg, "train", train)
     b = fetch.make_data(tiny_cfg, "eval", ev)
@@ -278,6 +305,17 @@ def test_cli_refuses_paper_make_data_in_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "data.source 'imagefolder'" in r.stderr and "data.root" in r.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_cli_paper_fetch_offline_fails_at_once_naming_each_file(tmp_path):
+    t0 = time.perf_counter()
+    r = variant("fetch", "--profile", "paper", "--out-dir", str(tmp_path / "p"), "--no-progress",
+                env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 2 and "Traceback" not in r.stderr and time.perf_counter() - t0 < 60
+    line = r.stderr.strip().splitlines()[-1]
+    cfg = load_params(PARAMS, "paper", {"data.root": "unused"})
+    for name in cfg["fetch"]["files"] + [cfg["fetch"]["reference_batch"]]:
+        assert f"{name} (from " in line and f"put it at {(tmp_path / 'p' / name).resolve()}" in line
 
 
 def test_cli_fetch_names_a_missing_data_directory(tmp_path):

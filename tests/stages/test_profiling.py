@@ -10,6 +10,7 @@ from variant.models.checkpoint import build_vae, build_var
 from variant.costmodel import KVAccounting, VARShape, kv_cache_bytes, kv_cache_mib, tokens_per_layer
 from variant.golden import load_golden
 from variant.stages.profile import COLUMNS, profile_code, profile_config, write_rows
+from variant.util.provenance import device_name
 from variant.sampling import ConcatKVCache, LeanSampler, generate
 from variant.models.supernet import Subnet
 
@@ -161,12 +162,12 @@ def test_other_errors_are_not_swallowed(monkeypatch):
 
 def test_bench_cli_writes_parquet(tmp_path, monkeypatch):
     import argparse
-    from variant.stages import profile as profiling
+    from variant.bench import sample as bench_sample
     parser = argparse.ArgumentParser()
-    profiling.add_parser(parser.add_subparsers(dest="command"))
+    bench_sample.add_parser(parser.add_subparsers(dest="command"))
     main = lambda argv: (lambda a: a.func(a))(parser.parse_args(argv))
-    monkeypatch.setattr(profiling, "random_var", lambda depth, device, seed=0, **kw: small_var(depth=depth, seed=seed))
-    monkeypatch.setattr(profiling, "random_vae", lambda device, seed=0, **kw: small_vae())
+    monkeypatch.setattr(bench_sample, "random_var", lambda depth, device, seed=0, **kw: small_var(depth=depth, seed=seed))
+    monkeypatch.setattr(bench_sample, "random_vae", lambda device, seed=0, **kw: small_vae())
     out = tmp_path / "cpu.parquet"
     assert main(["bench", "sample", "--depth", "6", "--batch", "2", "--subnet-depth", "6", "2",
                      "--bridge", "2", "--config", "3:4", "--modes", "lean", "reference", "--code", "3",
@@ -176,6 +177,31 @@ def test_bench_cli_writes_parquet(tmp_path, monkeypatch):
     assert list(df["mode"]) == ["reference"] * 4 + ["lean"] * 4              # reference first
     assert list(df["config"][:4]) == ["full", "d2_N2", "d3_N4", "code_d6x3+d3x2"]
     assert not df["oom"].any()
+    assert (df["gpu"] == device_name("cpu")).all()   # the quality rows' name of the device
+
+
+def test_the_stage_sweeps_what_params_ask_for(tmp_path):
+    """The profile stage: params `profiling` and the sample/train sections say what is
+    measured; every row records the profile and its params hash."""
+    from variant.config import load_params
+    from variant.models.checkpoint import save_state_dict
+    from variant.stages.profile import Sweep, run_profile
+    P = load_params(profile="tiny", overrides={"model.patch_nums": [1, 2, 3, 4, 5],
+                                               "model.var": {"depth": 6, "width": 64, "num_heads": 2},
+                                               "train.subnet_depths": [2], "train.bridge": 2,
+                                               "sample.bridges": [2, 5], "profiling.batches": [2],
+                                               "profiling.repeats": 1})
+    plan = Sweep.from_params(P)
+    assert (plan.subnet_depths, plan.bridges, plan.batches, plan.repeats) == ((6, 2), (2,), (2,), 1)
+    assert (plan.cfg, plan.top_k, plan.seed) == (P["sample"]["cfg"], P["sample"]["top_k"], P["sample"]["seed"])
+    save_state_dict(small_var(), tmp_path / "var.pth")
+    save_state_dict(small_vae(), tmp_path / "vae.pth")
+    out = tmp_path / "profiling.parquet"
+    run_profile(P, tmp_path / "var.pth", tmp_path / "vae.pth", out, "cpu")
+    df = pd.read_parquet(out)
+    assert list(zip(df["mode"], df["config"])) == [(m, c) for m in P["profiling"]["modes"] for c in ("full", "d2_N2")]
+    assert (df["profile"] == "tiny").all() and (df["config_hash"] == P["config_hash"]).all()
+    assert (df["top_k"] == P["sample"]["top_k"]).all() and set(COLUMNS) <= set(df.columns)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")

@@ -8,12 +8,15 @@ import pytest
 import torch
 
 from variant.stages import reference
-from variant.models.checkpoint import sha256_file
+from variant.util.hashing import sha256_file
+from variant.util.provenance import device_name
 from variant.cli import main
 from variant.config import load_params
-from variant.tiny.data import load_images, make_synthetic_dataset
+from variant.tiny.data import make_synthetic_dataset
+from variant.tiny.extractor import train_feature_extractor
 from variant.stages.evaluate import evaluate
-from variant.metrics import ReferenceStats, compute_metrics, train_feature_extractor
+from variant.metrics import ReferenceStats, compute_metrics
+from variant.util.images import load_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,6 +60,25 @@ def test_evaluate_reads_the_cache_not_the_reference(ref, monkeypatch):
     row = evaluate(ref["P"], ref["samples"], ref["stats"], "fake", "full", root / "ckpt.pth",
                    weights=root / "fe.pth", device="cpu", reference=root / "eval")
     assert row.loc[0, "num_samples"] == 50 and row.loc[0, "fid"] >= 0
+    assert row.loc[0, "device"] == device_name("cpu")
+
+
+def test_collect_gathers_rows_and_writes_the_dvc_metrics(ref, tmp_path):
+    from variant.stages.evaluate import collect
+    root = ref["root"]
+    row = evaluate(ref["P"], ref["samples"], ref["stats"], "pretrained", "full", root / "ckpt.pth",
+                   weights=root / "fe.pth", device="cpu")
+    paths = []
+    for config, fid in (("full", row.loc[0, "fid"]), ("d2_N2", float("nan"))):
+        paths.append(tmp_path / f"{config}.parquet")
+        row.assign(config=config, fid=fid).to_parquet(paths[-1])
+    collect(paths, tmp_path / "quality.parquet", tmp_path / "metrics.json")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics) == ["pretrained"] and sorted(metrics["pretrained"]) == ["d2_N2", "full"]
+    assert metrics["pretrained"]["full"]["fid"] == row.loc[0, "fid"] and metrics["pretrained"]["d2_N2"]["fid"] is None
+    assert set(metrics["pretrained"]["full"]) == {"fid", "isc_mean", "precision", "recall"}
+    with pytest.raises(ValueError, match="duplicate rows for .*pretrained"):
+        collect([paths[0], paths[0]], tmp_path / "q2.parquet")
 
 
 def test_a_cache_that_does_not_match_is_refused(ref, tmp_path):
@@ -73,7 +95,7 @@ def test_a_cache_that_does_not_match_is_refused(ref, tmp_path):
     inception = dict(P, evaluate={"extractor": "inception-v3-compat"})
     with pytest.raises(ValueError, match="computed with extractor 'variant-tiny'.*inception-v3-compat"):
         evaluate(inception, ref["samples"], stats, weights=root / "fe.pth", **args)
-    with pytest.raises(FileNotFoundError, match="reference statistics not found: .*missing.npz"):
+    with pytest.raises(FileNotFoundError, match=r"missing.npz: no such file \(--reference-stats: "):
         evaluate(P, ref["samples"], tmp_path / "missing.npz", weights=root / "fe.pth", **args)
 
 
@@ -86,7 +108,7 @@ def test_evaluate_errors_name_the_file(ref, tmp_path):
     torch.save({"w": torch.ones(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="samples.npz was sampled from another checkpoint than .*other.pth"):
         evaluate(P, ref["samples"], ref["stats"], checkpoint=tmp_path / "other.pth", **args)
-    with pytest.raises(FileNotFoundError, match="samples not found: .*nothing.npz"):
+    with pytest.raises(FileNotFoundError, match=r"nothing.npz: no such file \(--samples: "):
         evaluate(P, tmp_path / "nothing.npz", ref["stats"], checkpoint=root / "ckpt.pth", **args)
 
 
@@ -108,5 +130,5 @@ def test_a_reference_batch_npz_is_read_and_its_own_statistics_compared(ref, tmp_
     np.savez(batch, arr_0=images.permute(0, 2, 3, 1).numpy(), mu=own.mu, sigma=own.sigma)
     meta = reference.build(ref["P"], batch, tmp_path / "stats.npz", ref["root"] / "fe.pth", device="cpu")
     assert meta["reference_sha256"] == sha256_file(batch) and abs(meta["fid_vs_batch_statistics"]) < 1e-6
-    with pytest.raises(FileNotFoundError, match="reference not found: .*absent.npz"):
+    with pytest.raises(FileNotFoundError, match=r"absent.npz: no such file \(--reference: "):
         reference.build(ref["P"], tmp_path / "absent.npz", tmp_path / "s.npz", ref["root"] / "fe.pth")

@@ -1,12 +1,14 @@
 """The sample stage: seeded shards (one job each, then a pack), resume, and its errors."""
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import PATCH_NUMS, small_vae, small_var
 from variant.stages import sample as stage
-from variant.models.checkpoint import CheckpointError, save_state_dict, sha256_file
+from variant.models.checkpoint import CheckpointError, save_state_dict
+from variant.util.hashing import sha256_file
 from variant.config import load_params
 
 
@@ -116,14 +118,27 @@ def test_a_checkpoint_of_another_model_is_refused(setup):
                          "full", tmp / "z" / "full.npz")
 
 
-@pytest.mark.parametrize("name, ok", [("full", True), ("d4_N6", True), ("d4_S1-2-3", True),
-                                      ("d4", False), ("N6", False), ("d4_N6_x", False)])
-def test_parse_config(name, ok):
-    if ok:
-        assert stage.parse_config(name, 8, 10).subnet_depth in (4, 8)
-    else:
-        with pytest.raises(ValueError, match="is not `full`"):
-            stage.parse_config(name, 8, 10)
+def test_a_misspelt_configuration_stops_before_the_model_loads(setup):
+    P, tmp = setup
+    with pytest.raises(ValueError, match="configuration 'd4_N6_x' is not `full`"):
+        stage.run_sample(P, tmp / "absent.pth", tmp / "vae.pth", "d4_N6_x", tmp / "z" / "x.npz")
+
+
+def test_each_job_hashes_the_checkpoint_once(setup, monkeypatch):
+    """Checkpoints run to gigabytes: a sampling job (shards and pack) and a pack job each
+    read the VAR file once for its sha256, the key and the packed file's record alike."""
+    P, tmp = setup
+    calls = []
+    real = stage.sha256_file
+    monkeypatch.setattr(stage, "sha256_file", lambda p, *a: calls.append(Path(p).name) or real(p, *a))
+    out = tmp / "once" / "full.npz"
+    stage.run_sample(P, tmp / "var.pth", tmp / "vae.pth", "full", out)
+    assert calls == ["var.pth"]
+    calls.clear()
+    stage.pack(P, tmp / "var.pth", "full", out)
+    assert calls == ["var.pth"]
+    with np.load(out) as f:
+        assert str(f["checkpoint_sha256"]) == real(tmp / "var.pth")
 
 
 # ---- the packed file's order -------------------------------------------------------------
@@ -196,6 +211,7 @@ def test_sample_grid_picks_by_class_in_generation_order(tmp_path, monkeypatch):
     """Figures 4/6 show the first generated image of each class: the same one whether the
     file is packed shuffled or class-sorted (as before the shuffle)."""
     import matplotlib.axes
+    from variant.report.grids import sample_grid
     P = load_params(overrides={"data.num_classes": 10, "sample.per_class": 4, "sample.shard_size": None})
     out, labels = fake_shards(P, tmp_path)
     stage.pack(P, tmp_path / "var.pth", "full", out)
@@ -206,5 +222,5 @@ def test_sample_grid_picks_by_class_in_generation_order(tmp_path, monkeypatch):
     shown = []
     monkeypatch.setattr(matplotlib.axes.Axes, "imshow",
                         lambda ax, img, **k: shown.append(generation_index(img[None])[0]))
-    stage.sample_grid([str(out), str(legacy)], ["shuffled", "class-sorted"], tmp_path / "grid", per_row=8)
+    sample_grid([str(out), str(legacy)], ["shuffled", "class-sorted"], tmp_path / "grid", per_row=8)
     assert shown == [0, 4, 8, 12, 16, 20, 24, 28] * 2              # the first image of classes 0..7

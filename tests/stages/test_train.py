@@ -14,12 +14,15 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from conftest import PATCH_NUMS, small_vae, small_var
-from variant.models.checkpoint import read_state_dict, save_state_dict, sha256_file
+from variant.models.checkpoint import read_state_dict, save_state_dict
 from variant.config import load_params
 from variant.tiny.data import render_image
+from variant.util.hashing import sha256_file
 from variant.stages.tokenize import TokenDataset, split_scales, tokenize
-from variant.stages.train import (LOG_COLUMNS, draw_subnet, epoch_order, parse_run, subnet_probability,
-                           train)
+from variant.names import parse_run
+from variant.stages.train import LOG_COLUMNS, TrainOptions, TrainPaths, train
+from variant.training.params import TrainParams
+from variant.training.schedule import draw_subnet, epoch_order, run_probability, subnet_probability
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES, PER_CLASS, IMAGE = 5, 8, 10        # small_vae: last scale 5 x downsample 2 = 10 px
@@ -50,11 +53,14 @@ def cfg_for(**over):
     return load_params(ROOT / "params.yaml", "tiny", overrides=base | over)
 
 
-def run(setup, out_dir, run_name="progressive_d4", phases=(1, 1, 1), cfg=None, **kw):
+def run(setup, out_dir, run_name="progressive_d4", phases=(1, 1, 1), cfg=None, echo=lambda *a: None,
+        snapshot_dir=None, dvclive_dir=None, **options):
+    """train() on the tiny tokens; `options` are TrainOptions' fields."""
     out_dir = Path(out_dir)
-    kw.setdefault("echo", lambda *a: None)
-    return train(cfg or cfg_for(), run_name, setup / "var.pth", setup / "vae.pth", setup / "tokens",
-                 out_dir / "final.pth", out_dir / "log.parquet", phases=phases, **kw)
+    paths = TrainPaths(setup / "var.pth", setup / "vae.pth", setup / "tokens", out_dir / "final.pth",
+                       out_dir / "log.parquet", snapshot_dir=snapshot_dir, dvclive_dir=dvclive_dir)
+    return train(TrainParams.from_config(cfg or cfg_for()), run_name, paths,
+                 TrainOptions(phases=phases, **options), echo=echo)
 
 
 # ---- the schedule ---------------------------------------------------------------------
@@ -79,11 +85,17 @@ def test_schedule_d16_table():
     assert p[5:8] == [0.2533, 0.3067, 0.36] and p[18:20] == [0.9467, 1.0]
 
 
-def test_run_names():
-    assert parse_run("progressive_d4").kind == "progressive"
-    assert parse_run("fixed_p0.2_d4").p == 0.2 and parse_run("skipall_d16").subnet_depth == 16
-    with pytest.raises(ValueError):
-        parse_run("fixed_p1.5_d4")
+def test_run_names_set_the_probability_and_bridge():
+    from variant.training.schedule import run_bridge, training_run
+    assert run_probability(parse_run("fixed_p0.2_d4"), 7, (5, 15, 5)) == 0.2
+    assert [run_probability(parse_run("progressive_d4"), ep, (1, 2, 1)) for ep in range(4)] == \
+        [0.2, subnet_probability(1, 1, 3), 1.0, 1.0]
+    assert run_bridge(parse_run("skipall_d16"), 6) == 0 and run_bridge(parse_run("progressive_d16"), 6) == 6
+    with pytest.raises(ValueError, match="probability 1.5 is outside 0..1"):
+        training_run("fixed_p1.5_d4")
+    for name in ("pretrained", "progressive_d4@e2"):   # weights, but not a training to run
+        with pytest.raises(ValueError, match="is not a training"):
+            training_run(name)
 
 
 def test_subnet_draw_is_a_pure_function_of_seed_and_step():
@@ -268,30 +280,12 @@ def test_cli_runs_tokenize_train_and_bench(setup, tmp_path, monkeypatch):
     assert len(df) == 3 and sorted(df["drop_path"]) == [0.0, 0.1 * 2 / 24, 0.1 * 2 / 24]
 
 
-def test_step_flops_from_first_principles():
-    """Full depth: 6 x 12 C^2 x D x L (+ embedding and head) + 12 C x D x sum_k n_k end_k;
-    a subnet step costs less, by the skipped layers' weight and attention work."""
-    from variant.models import VAR
-    from variant.models.supernet import Subnet
-    from variant.stages.train import step_flops
-    model = VAR(depth=4, width=64, num_heads=2, vocab_size=32, cvae=8, patch_nums=(1, 2, 3))
-    C, D, sizes = 64, 4, (1, 4, 9)
-    L = sum(sizes)
-    pairs = 1 * 1 + 4 * 5 + 9 * 14
-    full = 6 * L * (D * 12 * C * C + C * 8 + C * 32) + 12 * C * D * pairs
-    assert step_flops(model, None, 3) == 3 * full
-    sub = Subnet(4, 2, 1, 3)   # scale 0 runs layers 0..3; scales 1, 2 only layers 0 and 3
-    weights = 1 * (D * 12 * C * C + C * 40) + 13 * (2 * 12 * C * C + C * 40)
-    sub_pairs = 2 * pairs + 2 * 1          # layers 0, 3 see everything; 1, 2 only scale 0
-    assert step_flops(model, sub, 1) == 6 * weights + 12 * C * sub_pairs
-
-
 def test_activation_checkpointing_recomputes_the_same_drop_masks():
     """The backward's recomputation of a block redraws its drop-path masks: they must be the
     forward's (torch.utils.checkpoint restores the RNG state), or the gradients are wrong."""
     import copy
 
-    from variant.stages.train import enable_activation_checkpointing
+    from variant.training.step import enable_activation_checkpointing
     var, vae = small_var(drop_path_rate=0.5), small_vae()
     var.train().cond_drop_rate = 0.0
     g = torch.Generator().manual_seed(0)
@@ -325,3 +319,23 @@ def test_progress_lines_for_a_log_without_a_terminal(setup, tmp_path):
     lines.clear()
     run(setup, tmp_path / "quiet", echo=lines.append, log_every=0)
     assert not [line for line in lines if "ETA" in line]
+
+
+def test_dvclive_view_equals_the_log_also_after_a_resume(setup, tmp_path, monkeypatch):
+    """--dvclive: each step's loss, p and use once, as in the log parquet, for a run
+    interrupted and resumed; the run's numbers are those of a run without it."""
+    pytest.importorskip("dvclive")
+    plain = run(setup, tmp_path / "plain", "fixed_p0.5_d4")
+    live = tmp_path / "live"
+    assert not run(setup, tmp_path / "a", "fixed_p0.5_d4", dvclive_dir=live, stop_after=6)["finished"]
+    r = run(setup, tmp_path / "a", "fixed_p0.5_d4", dvclive_dir=live)
+    assert r["sha256"] == plain["sha256"]
+    log = pd.read_parquet(tmp_path / "a" / "log.parquet")
+    for name in ("loss", "subnet_prob", "used_subnet"):
+        tsv = pd.read_csv(live / "plots" / "metrics" / f"{name}.tsv", sep="\t")
+        assert tsv["step"].tolist() == log["step"].tolist() == list(range(r["total"]))
+        np.testing.assert_allclose(tsv[name], log[name].astype(float), rtol=1e-12)
+    assert json.loads((live / "metrics.json").read_text())["loss"] == pytest.approx(log["loss"].iloc[-1])
+    monkeypatch.setitem(__import__("sys").modules, "dvclive", None)    # not installed
+    with pytest.raises(ValueError, match="--dvclive .*: the dvclive package is not installed"):
+        run(setup, tmp_path / "b", "fixed_p0.5_d4", dvclive_dir=live)

@@ -6,7 +6,8 @@ import torch
 
 from conftest import GOLDEN, small_var
 from variant.models.checkpoint import (CheckpointError, build_vae, build_var, load_models, load_strict,
-                                read_state_dict, save_state_dict, sha256_file, var_config)
+                                       read_state_dict, save_state_dict, var_config)
+from variant.util.hashing import sha256_file
 from variant.models import VAR
 
 

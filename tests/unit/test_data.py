@@ -1,4 +1,5 @@
-"""The synthetic dataset is deterministic and well-formed; the loaders fail loudly."""
+"""The synthetic dataset is deterministic and well-formed; the one image reader
+(variant.util.images) fails loudly and decodes every caller's pixels alike."""
 import hashlib
 import json
 
@@ -7,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from variant.tiny.data import (CLASS_NAMES, ImageFolderDataset, find_images, load_images,
-                          make_synthetic_dataset)
+from variant.tiny.data import CLASS_NAMES, make_split, make_synthetic_dataset, split_seed
+from variant.util.images import (ImageFiles, find_images, list_image_folder, load_images, read_image,
+                                 read_image_square, to_float)
 
 # pixels of make_synthetic_dataset(per_class=2, seed=0): pins cross-machine determinism
 GOLDEN_SHA256 = "6243998fe82b87900db8d7eae2b916909b2f1814e5202a73479d141d3e411062"
@@ -75,20 +77,45 @@ def test_other_sizes_and_class_counts(tmp_path):
         make_synthetic_dataset(tmp_path, per_class=1)
 
 
-def test_dataset_range_and_flip(dataset):
-    data = ImageFolderDataset(dataset[0], flip=True)
-    assert len(data) == 10 * PER_CLASS and data.num_classes == 10
-    plain = ImageFolderDataset(dataset[0])
-    x0, y0 = plain[13]
-    assert x0.dtype == torch.float32 and x0.shape == (3, 32, 32) and y0 == 1
-    assert -1 <= x0.min() and x0.max() <= 1 and x0.min() < -0.5 and x0.max() > 0.5
-    torch.manual_seed(0)
-    seen = set()
-    for _ in range(20):
-        x, y = data[13]
-        assert y == y0
-        seen.add("plain" if torch.equal(x, x0) else "flipped" if torch.equal(x, x0.flip(-1)) else "other")
-    assert seen == {"plain", "flipped"}
+def test_every_reader_decodes_the_same_pixels(dataset):
+    """The in-memory loader, the on-demand dataset (metrics) and the tokenizer's reader
+    (an image already S x S is not resized) give the same bytes for the same file."""
+    root = dataset[0]
+    images, labels = load_images(root)
+    items, classes = list_image_folder(root)
+    assert classes == [f"{c:03d}" for c in range(10)] and [y for _, y in items] == labels.tolist()
+    files = ImageFiles.of_directory(root)
+    assert files.size == (32, 32) and len(files) == len(images)
+    for i in (0, 13, len(images) - 1):
+        path = items[i][0]
+        assert torch.equal(files[i], images[i])
+        assert np.array_equal(read_image_square(path, 32), images[i].permute(1, 2, 0).numpy())
+        assert np.array_equal(read_image(path), images[i].permute(1, 2, 0).numpy())
+    x = to_float(images[:2])
+    assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+
+
+def test_square_reader_resizes_and_centre_crops(tmp_path):
+    """Not S x S: shorter side to round(1.125 S), then the centre S x S (VAR's eval transform)."""
+    wide = np.zeros((20, 60, 3), np.uint8)
+    wide[:, 28:32] = 255                      # a bright column at the centre
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    out = read_image_square(tmp_path / "wide.png", 16)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+    assert out[:, 7:9].mean() > 200 and out[:, :4].max() < 40 and out[:, -4:].max() < 40
+
+
+def test_make_split_seeds_and_replaces(tmp_path):
+    data = {"num_classes": 2, "image_size": 8, "train_per_class": 2, "eval_per_class": 1, "seed": 4}
+    assert split_seed(data, "train") == 4 and split_seed(data, "eval") != 4
+    out = tmp_path / "train"
+    first = make_split(data, "train", out)
+    assert make_split(data, "train", out) == first and first["count"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]   # no temporaries left
+    with pytest.raises(ValueError, match="--split must be train or eval"):
+        make_split(data, "test", out)
+    with pytest.raises(ValueError, match=r"data\.eval_per_class is not set"):
+        make_split(dict(data, eval_per_class=None), "eval", tmp_path / "eval")
 
 
 def test_loader_errors(tmp_path):
@@ -97,7 +124,7 @@ def test_loader_errors(tmp_path):
     with pytest.raises(ValueError, match="no class sub-directories"):
         load_images(tmp_path)
     (tmp_path / "a").mkdir()
-    with pytest.raises(ValueError, match=r"no \.png images found under .*a"):
+    with pytest.raises(ValueError, match=r"no images \(.*\.png.*\) found under .*a"):
         load_images(tmp_path)
 
     pixels = np.zeros((32, 32, 3), np.uint8)

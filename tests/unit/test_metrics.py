@@ -9,8 +9,10 @@ import torch
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from variant import metrics
-from variant.tiny.data import load_images, make_synthetic_dataset
-from variant.metrics import TINY, accuracy, compute_metrics, load_feature_net, train_feature_extractor
+from variant.tiny.data import make_synthetic_dataset
+from variant.tiny.extractor import TINY, accuracy, load_feature_net, train_feature_extractor
+from variant.metrics import compute_metrics
+from variant.util.images import load_images
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +119,7 @@ def test_clear_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="weights_path"):
         compute_metrics(real, real, device="cpu")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no .png images found under .*empty"):
+    with pytest.raises(ValueError, match=r"no images \(.*\.png.*\) found under .*empty"):
         score(tmp_path / "empty", real, tiny)
     with pytest.raises(ValueError, match="generated is empty"):
         score(real[:0], real, tiny)

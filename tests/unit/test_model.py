@@ -263,3 +263,55 @@ def test_drop_path_leaves_the_checkpoint_keys_alone():
     rebuilt = build_var(plain.state_dict(), "test", drop_path_rate=0.125)
     assert rebuilt.blocks[-1].drop_path == 0.125 and rebuilt.blocks[0].drop_path == 0.0
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), rebuilt.state_dict().values()))
+
+
+@pytest.mark.parametrize("shared_aln", [False, True])
+def test_lean_block_is_the_models_block(shared_aln):
+    """The lean path runs the model's own blocks: on the same input, in float32, two lean
+    layers (fused residual carried between them) give the AdaLNBlocks' output."""
+    from variant.sampling.cache import LeanKVCache
+    from variant.sampling.lean import LeanPass, LeanSampler
+    var, vae = small_var(depth=4, shared_aln=shared_aln), small_vae()
+    lean = LeanSampler(var, vae, precision="fp32", cuda_graphs=False)
+    labels = torch.tensor([0, 3, var.num_classes, var.num_classes])
+    cond, cond_blocks = var.condition(labels)
+    x = torch.randn(4, 9, var.width)
+    with torch.no_grad():
+        want = var.blocks[1](var.blocks[0](x, cond_blocks), cond_blocks)
+        lean_pass = LeanPass(lean, LeanKVCache([9, 9, 0, 0], 4, var.num_heads, var.width // var.num_heads,
+                                               torch.float32, "cpu"))
+        lean_pass.condition(*lean.var.condition(labels), [0, 1])
+        got = lean_pass.layers([0, 1], [x.clone()], store=True)
+        # the last scale (store=False) attends to the same keys without keeping them
+        lean_pass.cache.reset()
+        last = lean_pass.layers([0, 1], [x.clone()], store=False)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(last, want, atol=1e-5) and lean_pass.cache.tokens == [0, 0, 0, 0]
+
+
+def test_the_model_owns_the_terms_the_lean_path_reuses():
+    """Modulation (+1 included), the qkv bias and the capped temperature come from one place."""
+    var = small_var(depth=2)
+    block, cond = var.blocks[0], torch.randn(3, var.width)
+    g1, g2, s1, s2, b1, b2 = block.modulation(cond)
+    m = block.ada_terms(cond)
+    assert torch.equal(m.scale1, s1 + 1) and torch.equal(m.shift2, b2) and torch.equal(m.gamma2, g2)
+    assert torch.equal(block.attn.qkv_bias()[var.width:2 * var.width], torch.zeros(var.width))
+    with torch.no_grad():
+        block.attn.scale_mul_1H11.fill_(10.0)   # e^10 > 100: capped
+    assert torch.allclose(block.attn.temperature(), torch.full((1, var.num_heads, 1, 1), 100.0))
+
+
+@pytest.mark.parametrize("mode", ["reference", "lean"])
+def test_requests_that_cannot_be_sampled_are_refused(mode):
+    var, vae = small_var(depth=4), small_vae()
+    labels = torch.tensor([0])
+    tokens = generate(var, vae, labels, top_k=1, decode=False).tokens
+    with pytest.raises(ValueError, match="another model"):
+        generate(var, vae, labels, Subnet.full(6, var.num_scales), mode=mode)
+    with pytest.raises(ValueError, match="cannot sample scales"):
+        generate(var, vae, labels, stop=var.num_scales + 1, mode=mode)
+    with pytest.raises(ValueError, match="cannot sample scales"):
+        generate(var, vae, labels, prefix=tokens, mode=mode)              # nothing left to sample
+    with pytest.raises(ValueError, match="one layer set"):                # scale 1 runs 2 layers
+        generate(var, vae, labels, var.subnet(2, 1), prefix=tokens[:2], mode=mode)

@@ -5,9 +5,9 @@ import re
 import pandas as pd
 import pytest
 
-from variant.paper import (check_paper, load_paper_numbers, paper_table, paper_value,
-                           validate_numbers)
-from variant.paper.numbers import COLUMNS
+from variant.report.paper import (check_paper, load_paper_numbers, paper_table, paper_value,
+                                  validate_numbers)
+from variant.report.paper.numbers import COLUMNS
 
 
 @pytest.fixture(scope="module")

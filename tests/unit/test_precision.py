@@ -23,9 +23,11 @@ def test_the_sampler_leaves_the_callers_model_as_it_is():
     before = {k: v.clone() for k, v in var.state_dict().items()}
     with pytest.warns(UserWarning, match="further from float32"):
         lean = LeanSampler(var, vae, precision="bf16")
+    lean.generate(torch.tensor([0, 1]), var.subnet(2, 3), top_k=4, decode=False)
     after = var.state_dict()
     assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
     assert next(lean.var.blocks.parameters()).dtype == torch.bfloat16
+    assert lean.var is not var and not any(a is b for a, b in zip(lean.var.parameters(), var.parameters()))
 
 
 def test_precisions_keep_their_dtypes():

@@ -15,10 +15,12 @@ from variant.stages import sample as stage
 from variant.models.checkpoint import sha256_file
 from variant.cli import main
 from variant.config import load_params
-from variant.tiny.data import load_images, make_synthetic_dataset
+from variant.tiny.data import make_synthetic_dataset
+from variant.tiny.extractor import train_feature_extractor
+from variant.util.images import load_images
 from variant.stages.evaluate import evaluate
 from variant.metrics import (COMPUTED, STORED, compute_metrics, extract_features, feature_layer, fid_stats,
-                             fid_to, image_set, train_feature_extractor)
+                             fid_to, image_set)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

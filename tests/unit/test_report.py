@@ -6,18 +6,23 @@ import random
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from variant import dag
+from variant import dag, names
 from variant.models.checkpoint import save_state_dict
 from variant.cli import main
 from variant.config import load_params, phases_of
 from variant.costmodel import kv_cache_mib
-from variant.paper import check_paper
-from variant.stages.report import (FIGURES, TABLES, Results, _interval, build_tables, evolution, measured_vs_paper,
-                            pareto_points, plot_losses, plot_schedule, ratio_epochs, report, var_shape)
+from variant.report.check import measured_vs_paper
+from variant.report.figures import (FIGURES, _interval, evolution, pareto_points, plot_losses, plot_schedule,
+                                    ratio_epochs)
+from variant.report.outputs import write_figure, write_report as report
+from variant.report.paper import check_paper
+from variant.report.results import Results, var_shape
+from variant.report.tables import TABLES, build_tables
 
 REPO = Path(__file__).resolve().parents[2]
 # The tiny profile as these tests assume it, whatever params.yaml says today.
@@ -52,7 +57,7 @@ def quality_rows(cfg, drop=()) -> pd.DataFrame:
         for config in configs:
             if (run, config) in drop:
                 continue
-            d = D if config == "full" else int(config[1:].split("_")[0])
+            d = D if config == names.FULL else names.parse_config(config).subnet_depth
             rows.append(dict(run=run, config=config, subnet_depth=d, bridge=-1, scales="",
                              fid=fake_fid(run, config), isc_mean=200.0, isc_std=3.0, precision=0.8, recall=0.6,
                              num_samples=200, extractor="test", **provenance(cfg)))
@@ -80,13 +85,13 @@ def profiling_rows(cfg, oom=(), kv=None) -> pd.DataFrame:
 def training_logs(cfg) -> pd.DataFrame:
     rng, rows = random.Random(0), []
     for run in dag.trained_runs(cfg):
-        d = int(run.rsplit("_d", 1)[1])
-        e1, e2, e3 = phases_of(cfg, d)
+        parsed = names.parse_run(run)
+        e1, e2, e3 = phases_of(cfg, parsed.subnet_depth)
         for epoch in range(e1 + e2 + e3):
-            if run.startswith("progressive"):
+            if parsed.kind == "progressive":
                 p = 0.2 if epoch <= e1 else min(1.0, 0.2 + 0.8 * (epoch - e1) / e2)
             else:
-                p = float(run.split("_p")[1].split("_")[0]) if run.startswith("fixed") else 1.0
+                p = parsed.p if parsed.kind == "fixed" else 1.0
             for step in range(5):
                 used, loss = rng.random() < p, 6 - 0.1 * epoch
                 rows.append(dict(run=run, step=epoch * 5 + step, epoch=epoch, subnet_prob=p, used_subnet=used,
@@ -178,15 +183,19 @@ def test_every_table_figure_and_report_is_written(tiny_report):
     for name in FIGURES:
         assert (out / "figures" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
         assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (out / "figures" / f"{name}.csv").is_file() == (name != "fig7_evolution")   # the data it plots
+    assert pd.read_csv(out / "figures" / "fig2b_losses.csv").columns.tolist() == ["run", "network", "epoch", "loss", "p"]
+    assert set(pd.read_csv(out / "figures" / "fig3a_schedule.csv")["series"]) == {"logged", "Eq. 5"}
     page = (out / "paper_check.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<script" not in page
     assert (out / "paper_check.md").read_text().startswith("# Paper check: profile `tiny`")
 
 
 def test_figures_without_results_still_write_files(tmp_path):
-    plot_losses(pd.DataFrame(columns=["run", "p", "network", "epoch", "loss"]), tmp_path / "losses")
-    plot_schedule(pd.DataFrame(columns=["run", "epoch", "subnet_prob", "used_subnet", "d"]),
-                  pd.DataFrame({"d": [2, 2], "epoch": [0, 4], "p": [0.2, 1.0]}), tmp_path / "schedule.pdf")
+    write_figure(plot_losses(pd.DataFrame(columns=["run", "p", "network", "epoch", "loss"])), tmp_path / "losses")
+    write_figure(plot_schedule(pd.DataFrame(columns=["run", "epoch", "subnet_prob", "used_subnet", "d"]),
+                               pd.DataFrame({"d": [2, 2], "epoch": [0, 4], "p": [0.2, 1.0]})),
+                 tmp_path / "schedule.pdf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["losses.pdf", "losses.png", "schedule.pdf",
                                                           "schedule.png"]
 
@@ -303,3 +312,46 @@ def test_cli_writes_the_report(tmp_path):
                "--report-dir", str(tmp_path)])
     assert rc == 0
     assert (tmp_path / "tables" / "table8.tex").is_file() and (tmp_path / "paper_check.html").is_file()
+
+
+def test_one_item_reads_only_its_own_inputs(tmp_path, monkeypatch, capsys):
+    """`--only table1` needs quality rows alone: no profiling file is opened; Table 2 reads one."""
+    from variant.stages.report import reads
+    cfg = load_params(REPO / "params.yaml", "tiny")
+    assert reads(cfg, "table1") == {"quality"} and reads(cfg, "table3") == {"profiling"}
+    assert reads(cfg, "table7") == set() and reads(cfg, "fig2b_losses") == {"logs"}
+    assert reads(cfg, "paper_check") == {"quality", "profiling"}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    quality_rows(cfg).to_parquet(tmp_path / "results" / "tiny" / "quality.parquet")
+    args = ["report", "--params", str(REPO / "params.yaml"), "--profile", "tiny", "--only"]
+    assert main(args + ["table1"]) == 0
+    table1 = pd.read_csv(tmp_path / "results" / "tiny" / "tables" / "table1.csv")
+    assert table1.loc[0, "Final FID"] == fake_fid("pretrained", "full")
+    assert sorted(p.name for p in (tmp_path / "results" / "tiny" / "tables").iterdir()) == [
+        "table1.csv", "table1.md", "table1.tex"]
+    assert main(args + ["table7"]) == 0 and main(args + ["pareto"]) == 0
+    assert (tmp_path / "results" / "tiny" / "figures" / "pareto.png").is_file()   # per profile by default
+    capsys.readouterr()
+    assert main(args + ["table2"]) == 2
+    assert "profiling.parquet" in capsys.readouterr().err
+    assert main(args + ["table6"]) == 2 and "--only 'table6': not one of" in capsys.readouterr().err
+
+
+def test_sample_grid_shows_the_first_generated_image_of_each_class(tmp_path):
+    """Figures 4/6: each row holds the first image in generation order of its first classes,
+    whether the file is packed shuffled (with sample_index) or class-sorted (without)."""
+    from variant.report.grids import grid_rows, sample_grid
+    classes, per_class = 10, 4
+    index = np.arange(classes * per_class)                    # generation order, class-major
+    images = np.broadcast_to(index.astype(np.uint8)[:, None, None, None], (len(index), 2, 2, 3))
+    labels = np.repeat(np.arange(classes), per_class)
+    stored = np.random.default_rng(0).permutation(len(index))   # the packed file's order
+    np.savez(tmp_path / "shuffled.npz", arr_0=images[stored], labels=labels[stored], sample_index=stored)
+    np.savez(tmp_path / "sorted.npz", arr_0=images, labels=labels)
+    files = [str(tmp_path / "shuffled.npz"), str(tmp_path / "sorted.npz")]
+    rows = grid_rows(files, per_row=8)
+    assert [[int(img[0, 0, 0]) for img in row] for row in rows] == [list(range(0, 32, 4))] * 2
+    sample_grid(files, ["shuffled", "class-sorted"], tmp_path / "grid")
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "grid.pdf").is_file()
+    assert main(["grid", *files, "--titles", "only one", "--out", str(tmp_path / "g")]) == 2   # 2 files, 1 title

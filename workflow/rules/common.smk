@@ -1,33 +1,31 @@
-# Names and paths shared by the rules. Which runs and configurations the profile asks
-# for is computed by variant.dag from params.yaml (P), the same code that writes dvc.yaml.
-from variant import dag
-from variant.config import config_hash
-from variant import revisions
+# Names, paths and helpers shared by the rules. Which runs and configurations the profile
+# asks for, where each file lives and which params each command reads come from
+# variant.dag (P), the same code that writes dvc.yaml.
+import os
 
-VAR = f"{A}/pretrained/var.pth"
-VAE = f"{A}/pretrained/vae.pth"
-TINY = P["data"]["source"] == "synthetic"
+from variant import dag, names, revisions
+from variant.config import config_hash
+
+VAR = dag.pretrained_var(P)
+VAE = dag.pretrained_vae(P)
+TINY = dag.is_tiny(P)
 PY = "variant"   # every rule calls `variant <stage> --profile ...`
-# Tokens, not a string: `{PROFILE_ARG:q}` quotes each. The same for every multi-token
+# Tokens, not a string: `{params.profile:q}` quotes each. The same for every multi-token
 # param below (a flag and its paths), so no value is ever split or expanded by the shell.
 PROFILE_ARG = ["--profile", PROFILE]
-PRETRAINED = f"{A}/pretrained"
-TOKENS = f"{A}/tokens/train"
-
+PRETRAINED = dag.pretrained_dir(P)
+TOKENS = dag.tokens_dir(P)
+REFERENCE_STATS = dag.reference_stats(P)
+ENV = "../envs/variant.yaml"   # every rule's conda env (relative to this directory)
 
 RUNS = dag.runs_and_configs(P)
 TRAINED_RUNS = dag.trained_runs(P)
 
 
-def knobs(*keys):
-    """Hash of the params.yaml sections (dotted keys) a rule's command reads. Given as a
-    rule param, so Snakemake reruns the job when one of them is edited."""
-    def get(dotted):
-        node = P
-        for part in dotted.split("."):
-            node = node[part]
-        return node
-    return config_hash({k: get(k) for k in keys})
+def knobs(*commands):
+    """Hash of the params keys these `variant` commands read (variant.dag.STAGE_PARAMS).
+    Given as a rule param, so Snakemake reruns the job when one of them is edited."""
+    return config_hash({k: dag.lookup(P, k) for k in dag.stage_params(*commands)})
 
 
 def checkpoint(run):
@@ -35,12 +33,9 @@ def checkpoint(run):
 
 
 def checkpoint_input(run):
-    """What a rule depends on to read checkpoint(run): for a snapshot (run@e<epoch>) the
-    train job's snapshot directory."""
+    """The input that holds checkpoint(run); for a snapshot (run@e<epoch>) the train job's
+    snapshot directory."""
     return dag.checkpoint_input(P, run)
-
-
-REFERENCE_STATS = f"{A}/reference/stats.npz"
 
 
 def resources(rule_name):
@@ -55,8 +50,27 @@ def resources(rule_name):
     return out
 
 
-wildcard_constraints:
-    run=r"pretrained|(progressive_d\d+|fixed_p[0-9.]+_d\d+)(@e\d+)?|skipall_d\d+",   # @e: a snapshot
-    shard=r"\d{5}",
-    config=r"full|d\d+_N\d+|d\d+_S[0-9-]+",
-    split=r"train|eval",
+def parent_dir(path):
+    """A command's directory argument, from the file Snakemake tracks inside it."""
+    return os.path.dirname(path)
+
+
+def weights_arg(input):
+    """`--weights PATH` as tokens (each quoted by `:q`), or none when the extractor ships
+    its own weights."""
+    return ["--weights", *input.extractor] if input.extractor else []
+
+
+def launcher(wildcards, resources):
+    """One process per GPU through torchrun on a multi-GPU node; plain otherwise. Left
+    unquoted in the command on purpose: `$(command -v variant)` must expand (torchrun wants
+    the script's path), and the string holds only constants and an int."""
+    n = int(getattr(resources, "gpu", 0) or 0)
+    return f"torchrun --standalone --nproc-per-node={n} -- $(command -v {PY})" if n > 1 else PY
+
+
+def snapshot_epochs(wildcards):
+    """The epochs after which the run keeps its weights too (Figures 2c and 7; variant.dag),
+    as tokens for `{params.snapshots:q}`; none for most runs."""
+    epochs = dag.snapshot_epochs(P, wildcards.run)
+    return ["--snapshot-epochs", *map(str, epochs)] if epochs else []

@@ -4,38 +4,38 @@
 if TINY:
 
     rule make_data:
-        output: directory(f"{A}/data/{{split}}")
-        params: knobs=knobs("data")
+        output: directory(dag.data_dir(P, "{split}"))
+        params: knobs=knobs("make-data"), profile=PROFILE_ARG
         log: f"{LOGS}/make_data/{{split}}.log"
         resources: **resources("default")
-        shell: "{PY} make-data {PROFILE_ARG:q} --split {wildcards.split:q} --out {output:q} > {log:q} 2>&1"
+        conda: ENV
+        shell: "variant make-data {params.profile:q} --split {wildcards.split:q} --out {output:q} > {log:q} 2>&1"
 
     # Everything here is re-made by pre-training (fetch.json too), so Snakemake may
     # clear it before a rerun as usual.
     rule fetch:
-        input: data=f"{A}/data/train"
-        output: var=VAR, vae=VAE, record=f"{PRETRAINED}/fetch.json"
-        params: knobs=knobs("data", "model", "fetch.vae", "fetch.var"), tokenizer=revisions.TOKENIZER,
-                out_dir=PRETRAINED
+        input: data=dag.data_dir(P, "train")
+        output: var=VAR, vae=VAE, record=dag.fetch_record(P)
+        params: knobs=knobs("fetch"), tokenizer=revisions.TOKENIZER, profile=PROFILE_ARG,
+                out_dir=lambda w, output: parent_dir(output.var)
         log: f"{LOGS}/fetch.log"
         resources: **resources("fetch")
-        shell: "{PY} fetch {PROFILE_ARG:q} --out-dir {params.out_dir:q} --data {input.data:q} > {log:q} 2>&1"
+        conda: ENV
+        shell: "variant fetch {params.profile:q} --out-dir {params.out_dir:q} --data {input.data:q} > {log:q} 2>&1"
 
     rule train_extractor:
-        input: data=f"{A}/data/train"
-        output: f"{A}/feature_extractor.pth"
-        params: knobs=knobs("data", "fetch.feature_extractor")
+        input: data=dag.data_dir(P, "train")
+        output: dag.feature_extractor(P)
+        params: knobs=knobs("train-extractor"), profile=PROFILE_ARG
         log: f"{LOGS}/train_extractor.log"
         resources: **resources("default")
-        shell: "{PY} train-extractor {PROFILE_ARG:q} --data {input.data:q} --out {output:q} > {log:q} 2>&1"
+        conda: ENV
+        shell: "variant train-extractor {params.profile:q} --data {input.data:q} --out {output:q} > {log:q} 2>&1"
 
-    TRAIN_DATA = f"{A}/data/train"
-    REFERENCE = f"{A}/data/eval"
-    EXTRACTOR = [f"{A}/feature_extractor.pth"]
+    TRAIN_DATA = dag.data_dir(P, "train")
+    EXTRACTOR = [dag.feature_extractor(P)]
 
 else:
-
-    REFERENCE_BATCH = f"{PRETRAINED}/{P['fetch']['reference_batch']}"
 
     # Snakemake deletes a job's existing outputs before it reruns, so nothing that cannot
     # be re-made for free is an output here:
@@ -47,12 +47,14 @@ else:
     #   it) is needed downstream, so it is an output, flagged update(): Snakemake leaves it
     #   in place and `variant fetch` keeps a present file, checking it against fetch.json.
     rule fetch:
-        output: var=VAR, vae=VAE, reference=update(REFERENCE_BATCH)
-        params: knobs=knobs("model", "fetch"), out_dir=PRETRAINED
+        output: var=VAR, vae=VAE, reference=update(dag.reference_batch(P))
+        params: knobs=knobs("fetch"), out_dir=lambda w, output: parent_dir(output.var), profile=PROFILE_ARG
         log: f"{LOGS}/fetch.log"
         resources: **resources("fetch")
-        shell: "{PY} fetch {PROFILE_ARG:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        conda: ENV
+        shell: "variant fetch {params.profile:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
     TRAIN_DATA = []   # ImageNet at params data.root; the tokenize job checks it
-    REFERENCE = P["evaluate"]["reference"] or REFERENCE_BATCH
     EXTRACTOR = []
+
+REFERENCE = dag.reference_input(P)

@@ -3,8 +3,9 @@
 
 rule profile:
     input: var=VAR, vae=VAE
-    output: f"{R}/profiling.parquet"
-    params: knobs=knobs("model", "profiling")
+    output: dag.profiling(P)
+    params: knobs=knobs("profile"), profile=PROFILE_ARG
     log: f"{LOGS}/profile.log"
     resources: **resources("profile")
-    shell: "{PY} profile {PROFILE_ARG:q} --var {input.var:q} --vae {input.vae:q} --out {output:q} > {log:q} 2>&1"
+    conda: ENV
+    shell: "variant profile {params.profile:q} --var {input.var:q} --vae {input.vae:q} --out {output:q} > {log:q} 2>&1"

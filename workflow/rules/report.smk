@@ -1,81 +1,93 @@
-# Stage 6. Every table (CSV + Markdown + LaTeX) and figure (PDF + PNG), one rule each so
-# a single target (`snakemake figures/pareto.pdf`) runs only the jobs it needs; then the
-# reviewer's paper-check report over everything.
+# Stage 6. Every table (CSV + Markdown + LaTeX) and figure (PDF + PNG, and the CSV it plots),
+# one rule each so a single target runs only the jobs it needs; Figures 4 and 6 (sample
+# grids); then the reviewer's paper check over everything. Each result is also in
+# Snakemake's report (`snakemake --report report.html`): a table's CSV, a figure's PNG and
+# the paper check's HTML, under the paper section it belongs to, captioned by
+# workflow/report/<item>.rst. Paths and items: variant.dag.
+import os
 
-def metric_rows(runs):
-    return [f"{R}/metrics/{run}/{cfg}.parquet" for run, cfgs in runs.items() for cfg in cfgs]
+from variant.report.figures import IMAGE_FIGURES
 
+report: "../report/workflow.rst"
 
-def report_outputs(item):
-    kind, _ = dag.REPORT_ITEMS[item]
-    if kind == "table":
-        return [f"{R}/tables/{item}.{ext}" for ext in ("csv", "md", "tex")]
-    return [f"figures/{item}.{ext}" for ext in ("pdf", "png")]
-
-
-def report_checkpoints(item):
-    """Figure 7 samples from checkpoints: the progressive run at each phase end."""
-    return [checkpoint(run) for _, run in dag.fig7_runs(P)] if item == "fig7_evolution" else []
+# Snakemake report: item -> (category, subcategory), by the paper's sections.
+REPORT_SECTIONS = {
+    "table1": ("Sec. 3 Analysis and method", "3.2 Which scales a subnet can take"),
+    "pareto": ("Sec. 3 Analysis and method", "3.3 Fixed subnet ratios"),
+    "fig2b_losses": ("Sec. 3 Analysis and method", "3.3 Fixed subnet ratios"),
+    "fig2c_ratios": ("Sec. 3 Analysis and method", "3.3 Fixed subnet ratios"),
+    "fig3a_schedule": ("Sec. 3 Analysis and method", "Progressive training schedule"),
+    "table2": ("Sec. 4 Experiments", "4.2 Main results"),
+    "fig4_samples": ("Sec. 4 Experiments", "4.2 Main results"),
+    "table3": ("Sec. 4 Experiments", "4.3 Memory"),
+    "table4": ("Sec. 4 Experiments", "4.4 Ablations"),
+    "table5": ("Sec. 4 Experiments", "4.4 Ablations"),
+    "fig5_depth": ("Sec. 4 Experiments", "Configuration space"),
+    "fig5_bridge": ("Sec. 4 Experiments", "Configuration space"),
+    "fig5_space": ("Sec. 4 Experiments", "Configuration space"),
+    "fig6_samples": ("Sec. 4 Experiments", "Configuration space"),
+    "table7": ("Sec. 6 Appendix", "6.1 Training details"),
+    "fig7_evolution": ("Sec. 6 Appendix", "6.1 Training details"),
+    "table8": ("Sec. 6 Appendix", "6.3 Configuration space"),
+    "paper_check": ("Paper check", "Measured vs the paper, and the paper vs itself"),
+}
+IN_REPORT = {item: dict(caption=f"../report/{item}.rst", category=category, subcategory=subcategory)
+             for item, (category, subcategory) in REPORT_SECTIONS.items()}
+# The file of each item that the report shows (the other formats stay files).
+SHOWN = {item: next(f for f in dag.report_outputs(P, item) if f.endswith((".csv", ".png")))
+         for item in (*dag.REPORT_ITEMS, *dag.SAMPLE_GRIDS)}
+# Every file of each item; `rule all` asks for them as plain paths.
+ITEM_FILES = {item: dag.report_outputs(P, item) + (
+                  [dag.figure_data(P, item)] if kind == "figure" and item not in IMAGE_FIGURES else [])
+              for item, (kind, _) in dag.REPORT_ITEMS.items()}
+ITEM_FILES |= {item: dag.report_outputs(P, item) for item in dag.SAMPLE_GRIDS}
 
 
 for _item, (_kind, _extra) in dag.REPORT_ITEMS.items():
-    _ckpts = report_checkpoints(_item)
+    _ckpts = [checkpoint(run) for _, run in dag.fig7_runs(P)] if "checkpoints" in _extra else []
     rule:
         name: f"report_{_item}"
         input:
-            metrics=metric_rows(dag.report_runs(P, _item)),
-            profiling=[f"{R}/profiling.parquet"] if "profiling" in _extra else [],
-            logs=[f"{R}/train/{run}.parquet" for run in dag.report_logs(P, _item)],
+            metrics=dag.metric_rows(P, dag.report_runs(P, _item)),
+            profiling=[dag.profiling(P)] if "profiling" in _extra else [],
+            logs=[dag.train_log(P, run) for run in dag.report_logs(P, _item)],
             ckpts=list(dict.fromkeys(checkpoint_input(run) for _, run in dag.fig7_runs(P))) if _ckpts else [],
             vae=[VAE] if _ckpts else [],
-        output: report_outputs(_item)
-        params: item=_item, knobs=knobs("train", "sample"), tables=f"{R}/tables", report_dir=R,
+        output: [report(f, **IN_REPORT[_item]) if f == SHOWN[_item] else f for f in ITEM_FILES[_item]]
+        params: item=_item, knobs=knobs("report"), profile=PROFILE_ARG,
+                out_dir=lambda w, output: os.path.dirname(output[0]),   # the item writes only there
                 ckpts=["--checkpoints", *_ckpts, "--vae", VAE] if _ckpts else []   # tokens, each quoted
         log: f"{LOGS}/report/{_item}.log"
         localrule: not _ckpts   # Figure 7 samples images: a job with the sample resources
         resources: **resources("sample" if _ckpts else "default")
-        shell: "{PY} report {PROFILE_ARG:q} --only {params.item:q} --metrics {input.metrics:q} "
+        conda: ENV
+        shell: "variant report {params.profile:q} --only {params.item:q} --metrics {input.metrics:q} "
                "--profiling {input.profiling:q} --training-logs {input.logs:q} {params.ckpts:q} "
-               "--tables-dir {params.tables:q} --figures-dir figures --report-dir {params.report_dir:q} "
-               "> {log:q} 2>&1"
+               "--tables-dir {params.out_dir:q} --figures-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule paper_check:
-    input: quality=f"{R}/quality.parquet", profiling=f"{R}/profiling.parquet"
-    output: f"{R}/paper_check.md", f"{R}/paper_check.html"
-    params: report_dir=R
+    input: quality=dag.quality(P), profiling=dag.profiling(P)
+    output: [report(f, **IN_REPORT["paper_check"]) if f.endswith(".html") else f for f in dag.paper_check(P)]
+    params: profile=PROFILE_ARG, report_dir=lambda w, output: os.path.dirname(output[0])
     log: f"{LOGS}/report/paper_check.log"
     localrule: True
-    shell: "{PY} report {PROFILE_ARG:q} --only paper_check --quality {input.quality:q} "
+    conda: ENV
+    shell: "variant report {params.profile:q} --only paper_check --quality {input.quality:q} "
            "--profiling {input.profiling:q} --report-dir {params.report_dir:q} > {log:q} 2>&1"
 
 
-REPORT_OUTPUTS = [f for item in dag.REPORT_ITEMS for f in report_outputs(item)] + [
-    f"{R}/paper_check.md", f"{R}/paper_check.html"]
-
-
-# Figures 4 and 6: sample grids across depths (at N = bridge) and across N (at the
-# deepest subnet), from the progressive supernets.
-def grid_inputs(kind):
-    T, S = P["train"], P["sample"]
-    if kind == "fig4_samples":
-        pairs = [("pretrained", "full", f"VAR-d{dag.depth(P)}")] + [
-            (f"progressive_d{d}", dag.grid_config(P, d, T["bridge"]), f"d{d}")
-            for d in sorted(T["subnet_depths"], reverse=True)]
-    else:
-        d = max(T["subnet_depths"])
-        pairs = [(f"progressive_d{d}", dag.grid_config(P, d, n), f"d{d} N={n}") for n in sorted(S["bridges"], reverse=True)]
-    return pairs
-
-
-for _fig in ("fig4_samples", "fig6_samples"):
+for _fig in dag.SAMPLE_GRIDS:
     rule:
         name: f"report_{_fig}"
-        input: [f"{A}/samples/{run}/{cfg}.npz" for run, cfg, _ in grid_inputs(_fig)]
-        output: f"figures/{_fig}.pdf", f"figures/{_fig}.png"
-        params: titles=[t for _, _, t in grid_inputs(_fig)], stem=f"figures/{_fig}"   # `:q` quotes each title
+        input: [dag.samples(P, run, cfg) for run, cfg, _ in dag.sample_grid(P, _fig)]
+        output: [report(f, **IN_REPORT[_fig]) if f == SHOWN[_fig] else f for f in ITEM_FILES[_fig]]
+        params: titles=[t for _, _, t in dag.sample_grid(P, _fig)],   # `:q` quotes each title
+                stem=lambda w, output: os.path.splitext(output[0])[0]
         log: f"{LOGS}/report/{_fig}.log"
         localrule: True
-        shell: "{PY} grid {input:q} --titles {params.titles:q} --out {params.stem:q} > {log:q} 2>&1"
+        conda: ENV
+        shell: "variant grid {input:q} --titles {params.titles:q} --out {params.stem:q} > {log:q} 2>&1"
 
-REPORT_OUTPUTS += [f"figures/{f}.{e}" for f in ("fig4_samples", "fig6_samples") for e in ("pdf", "png")]
+
+REPORT_OUTPUTS = [f for files in ITEM_FILES.values() for f in files] + dag.paper_check(P)

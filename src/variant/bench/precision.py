@@ -15,8 +15,11 @@ import sys
 
 import torch
 
-from variant.stages.profile import device_name, git_commit, random_vae, random_var, reference_precision, tf32, write_rows
-from variant.sampling import PRECISIONS, LeanSampler, generate, top_k_top_p_filter
+from variant import bench
+from variant.bench.sample import bench_device, bench_models
+from variant.sampling import PRECISIONS, LeanSampler, generate, tf32, top_k_top_p_filter
+from variant.stages.profile import random_labels, reference_precision, write_rows
+from variant.util.provenance import device_name, git_commit
 
 MODES = ["reference"] + [f"lean-{p}" for p in PRECISIONS]
 
@@ -38,7 +41,7 @@ def compare(logits: torch.Tensor, exact: torch.Tensor, top_k: int, top_p: float)
 def measure_precision(var, vae, subnets, batch: int, modes=MODES, cfg=1.5, top_k=900, top_p=0.96,
                       seed: int = 0, log=print) -> list[dict]:
     device = next(var.parameters()).device
-    labels = torch.randint(0, var.num_classes, (batch,), generator=torch.Generator().manual_seed(seed)).to(device)
+    labels = random_labels(var, batch, device, seed)
     kw = dict(cfg=cfg, top_k=top_k, top_p=top_p, decode=False, record_logits=True)
     rows = []
     for subnet in subnets:
@@ -67,40 +70,25 @@ def measure_precision(var, vae, subnets, batch: int, modes=MODES, cfg=1.5, top_k
 
 
 def add_parser(sub):
-    from variant.stages.profile import _bench_parsers
-    p = _bench_parsers(sub).add_parser(
-        "precision", help="total-variation distance of each sampler's next-token distribution to float32")
-    p.add_argument("--depth", type=int, default=30, help="VAR depth (random weights) unless --var is given")
+    p = bench.subcommand(sub, "precision")
+    bench.model_options(p)
     p.add_argument("--batch", type=int, default=8, help="images per configuration (x2 rows with guidance)")
     p.add_argument("--config", nargs="+", default=["full"], metavar="full|D:N",
                    help="configurations: full, or subnet depth:bridge, e.g. 16:6")
-    p.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    p.add_argument("--modes", nargs="+", default=MODES, choices=MODES, help="samplers to compare with float32")
     p.add_argument("--head-gain", type=float, default=8.0,
                    help="random weights: scale the head so the logits are peaked, as a trained model's")
-    p.add_argument("--cfg", type=float, default=1.5)
-    p.add_argument("--top-k", type=int, default=900)
-    p.add_argument("--top-p", type=float, default=0.96)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--var", default=None, help="a VAR checkpoint instead of random weights")
-    p.add_argument("--vae", default=None, help="its VQVAE (with --var)")
+    bench.sampling_options(p)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda where there is one)")
     p.add_argument("--out", required=True, help="parquet file, one row per (mode, configuration, scale)")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
-    if (args.var is None) != (args.vae is None):
-        raise ValueError("--var and --vae go together")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.var:
-        from variant.models.checkpoint import load_models
-        var, vae = load_models(args.var, args.vae, device)
-        var.requires_grad_(False)
-        gain = 1.0
-    else:
-        var, vae = random_var(args.depth, device, args.seed), random_vae(device, args.seed)
-        var.head.weight.data.mul_(args.head_gain)
-        gain = args.head_gain
+    var, vae = bench_models(args.depth, bench_device(args.device), args.seed, args.var, args.vae)
+    gain = 1.0 if args.var else args.head_gain
+    if not args.var:
+        var.head.weight.data.mul_(gain)
     subnets = [var.subnet() if c == "full" else var.subnet(*(int(v) for v in c.split(":")))
                for c in args.config]
     rows = measure_precision(var, vae, subnets, args.batch, args.modes, args.cfg, args.top_k,

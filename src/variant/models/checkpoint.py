@@ -7,7 +7,6 @@ themselves, so a released file needs no config; every error names the file and t
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -16,19 +15,12 @@ from pathlib import Path
 import torch
 
 from variant.util.atomic import torch_save
+from variant.util.hashing import sha256_file
 from variant.models import VAR, VQVAE
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with a message saying why."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_error(e: Exception) -> str:

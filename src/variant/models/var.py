@@ -12,6 +12,7 @@ at that same layer, exactly what the KV-cached sampler sees.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -39,7 +40,7 @@ class SelfAttention(nn.Module):
     """Multi-head attention with L2-normalised queries and keys (attn_l2_norm).
 
     `kv_cache`, when given, is an object with `append(k, v) -> (k_all, v_all)`: the
-    sampler decides how keys and values are stored (see variant.sampling.sampler).
+    sampler decides how keys and values are stored (see variant.sampling.cache).
     """
 
     def __init__(self, width: int, num_heads: int, attn_l2_norm: bool = True):
@@ -57,15 +58,28 @@ class SelfAttention(nn.Module):
             self.scale = 0.25 / math.sqrt(self.head_dim)
         self.proj = nn.Linear(width, width)
 
+    def qkv_bias(self):
+        """The bias of mat_qkv: keys have none (the checkpoints keep a zero buffer for it)."""
+        return torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+
+    def qkv(self, x, bias=None):
+        """Queries, keys and values (B, L, 3, H, c). bias: qkv_bias(), if the caller keeps it."""
+        B, L, _ = x.shape
+        bias = self.qkv_bias() if bias is None else bias
+        return F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+
+    def temperature(self, dtype=None):
+        """The per-head factor on the normalised scores (1, H, 1, 1), capped at 100;
+        dtype: the parameter's dtype to compute it in (default its own)."""
+        scale_mul = self.scale_mul_1H11 if dtype is None else self.scale_mul_1H11.to(dtype)
+        return scale_mul.clamp_max(math.log(100)).exp()
+
     def forward(self, x, attn_mask=None, kv_cache=None, scales=None):
         """scales: token counts per scale for block-causal attention (instead of attn_mask)."""
         B, L, C = x.shape
-        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, c)
+        q, k, v = self.qkv(x).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, c)
         if self.attn_l2_norm:
-            scale_mul = self.scale_mul_1H11.clamp_max(math.log(100)).exp()
-            q = F.normalize(q, dim=-1).mul(scale_mul)
+            q = F.normalize(q, dim=-1).mul(self.temperature())
             k = F.normalize(k, dim=-1)
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
@@ -102,6 +116,17 @@ def drop_path(x, p: float, training: bool):
     return x * keep.div_(1 - p)
 
 
+class AdaLN(NamedTuple):
+    """A block's AdaLN terms, each (B, 1, C): before each branch h = LN(x) * scale + shift
+    (scale with the +1 included), and the branch is added to x times gamma."""
+    shift1: torch.Tensor
+    scale1: torch.Tensor
+    gamma1: torch.Tensor
+    shift2: torch.Tensor
+    scale2: torch.Tensor
+    gamma2: torch.Tensor
+
+
 class AdaLNBlock(nn.Module):
     """Transformer block whose LayerNorms are modulated by the class condition.
 
@@ -129,13 +154,20 @@ class AdaLNBlock(nn.Module):
             return (self.ada_gss + cond).unbind(2)
         return self.ada_lin(cond).view(-1, 1, 6, self.width).unbind(2)
 
+    def ada_terms(self, cond, dtype=None) -> AdaLN:
+        """The modulation as the block applies it; dtype: cast the terms before the +1."""
+        g1, g2, s1, s2, b1, b2 = self.modulation(cond)
+        if dtype is not None:
+            g1, g2, s1, s2, b1, b2 = (t.to(dtype) for t in (g1, g2, s1, s2, b1, b2))
+        return AdaLN(b1, s1.add(1), g1, b2, s2.add(1), g2)
+
     def forward(self, x, cond, attn_mask=None, kv_cache=None, scales=None):
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(cond)
-        h = self.ln_wo_grad(x).mul(scale1.add(1)).add(shift1)
+        m = self.ada_terms(cond)
+        h = self.ln_wo_grad(x).mul(m.scale1).add(m.shift1)
         p, training = self.drop_path, self.training
-        x = x + drop_path(self.attn(h, attn_mask, kv_cache, scales).mul(gamma1), p, training)
-        h = self.ln_wo_grad(x).mul(scale2.add(1)).add(shift2)
-        return x + drop_path(self.ffn(h).mul(gamma2), p, training)
+        x = x + drop_path(self.attn(h, attn_mask, kv_cache, scales).mul(m.gamma1), p, training)
+        h = self.ln_wo_grad(x).mul(m.scale2).add(m.shift2)
+        return x + drop_path(self.ffn(h).mul(m.gamma2), p, training)
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -145,9 +177,14 @@ class AdaLNBeforeHead(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(width, eps=norm_eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
 
-    def forward(self, x, cond):
+    def ada_terms(self, cond):
+        """(scale with the +1 included, shift), each (B, 1, C)."""
         scale, shift = self.ada_lin(cond).view(-1, 1, 2, self.width).unbind(2)
-        return self.ln_wo_grad(x).mul(scale.add(1)).add(shift)
+        return scale.add(1), shift
+
+    def forward(self, x, cond):
+        scale, shift = self.ada_terms(cond)
+        return self.ln_wo_grad(x).mul(scale).add(shift)
 
 
 class VAR(nn.Module):

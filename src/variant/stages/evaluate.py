@@ -8,18 +8,22 @@ the reference batch's stored mu/sigma, ADM's way, or those computed from the ref
 images) and the order the Inception Score's contiguous splits saw (`isc_order`)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from variant.models.checkpoint import sha256_file
+from variant import dag, names
 from variant.config import load_params
-from variant.util.files import check_images, open_npz
 from variant.metrics import compute_metrics
-from variant.util.provenance import provenance, write_parquet
 from variant.stages.reference import load as load_reference
-from variant.stages.sample import order_seed, pack_order, parse_config
+from variant.stages.sample import order_seed, pack_order
+from variant.util.atomic import write_parquet, write_text
+from variant.util.devices import resolve_device
+from variant.util.files import check_images, open_npz, require_file
+from variant.util.hashing import sha256_file
+from variant.util.provenance import provenance
 
 
 def evaluate(params: dict, samples, reference_stats, run: str, config: str, checkpoint,
@@ -29,12 +33,9 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
     samples = Path(samples)
     # everything that can be checked cheaply is, before any feature is extracted
     D, K = params["model"]["var"]["depth"], len(params["model"]["patch_nums"])
-    subnet = parse_config(config, D, K)
-    if not samples.is_file():
-        raise FileNotFoundError(f"samples not found: {samples}")
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint (--checkpoint: the VAR the samples came from)")
-    checkpoint_sha = sha256_file(checkpoint)
+    subnet = names.subnet_of(config, D, K)
+    require_file(samples, "--samples: the packed .npz of `variant sample`")
+    checkpoint_sha = sha256_file(require_file(checkpoint, "--checkpoint: the VAR the samples came from"))
     extractor = params["evaluate"]["extractor"]
     stats = load_reference(reference_stats, extractor, reference, weights)
     fix = "rerun `variant sample` for it"
@@ -53,7 +54,7 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
         # classes, so they see the order the sample stage packs in now (FID and PRC ignore order)
         order = pack_order(labels, order_seed(params["sample"]["seed"]))
         isc_order = "class-sorted file, in the sample stage's pack order"
-    device = device or params["device"]
+    device = resolve_device(device, params)
     m = compute_metrics(images, stats, extractor=extractor, weights_path=weights, device=device, isc_order=order,
                         bootstrap=int(params["evaluate"].get("bootstrap") or 0), seed=params["sample"]["seed"])
     row = {
@@ -69,35 +70,57 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
     return pd.DataFrame([row])
 
 
-def collect(rows: list[str | Path], out) -> pd.DataFrame:
-    """One table of every configuration; a configuration appears once."""
+def collect(rows: list[str | Path], out, metrics_json=None) -> pd.DataFrame:
+    """One table of every configuration; a configuration appears once. metrics_json: also
+    the scores as `dvc metrics` reads them (metrics_record)."""
     df = pd.concat([pd.read_parquet(r) for r in rows], ignore_index=True)
     dup = df.duplicated(["run", "config"], keep=False)
     if dup.any():
         raise ValueError(f"duplicate rows for {df.loc[dup, ['run', 'config']].drop_duplicates().values.tolist()}")
     write_parquet(df.sort_values(["run", "config"]), out)
+    if metrics_json is not None:
+        write_text(metrics_json, json.dumps(metrics_record(df), indent=2, sort_keys=True) + "\n")
     return df
 
 
+def metrics_record(quality: pd.DataFrame) -> dict:
+    """{run: {configuration: {field: value}}} of dag.METRICS_JSON_FIELDS; a score that is
+    not a number (NaN) is null, which JSON can hold."""
+    out: dict = {}
+    for row in quality.to_dict("records"):
+        out.setdefault(row["run"], {})[row["config"]] = {
+            k: None if pd.isna(row[k]) else float(row[k]) for k in dag.METRICS_JSON_FIELDS}
+    return out
+
+
 def add_parser(sub):
-    p = sub.add_parser("evaluate", help="FID/IS/precision/recall of one configuration's samples")
-    p.add_argument("--profile")
-    p.add_argument("--params", default="params.yaml")
+    p = sub.add_parser("evaluate")
+    p.add_argument("--profile", help="params.yaml profile (default: its `profile` key)")
+    p.add_argument("--params", default="params.yaml", help="the params file; `evaluate` holds the knobs")
     p.add_argument("--samples", required=True, help=".npz from `variant sample`")
     p.add_argument("--reference-stats", required=True, help="from `variant reference-stats`")
     p.add_argument("--reference", help="the reference input the statistics must match (checked by sha256)")
     p.add_argument("--weights", help="feature-extractor weights (tiny profile)")
-    p.add_argument("--run", required=True)
-    p.add_argument("--config", required=True)
+    p.add_argument("--run", required=True, help="the run the samples came from, e.g. progressive_d16")
+    p.add_argument("--config", required=True, help="their configuration: full | d<d>_N<N> | d<d>_S<k>-<k>...")
     p.add_argument("--checkpoint", required=True, help="the VAR checkpoint the samples came from")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device")
+    p.add_argument("--out", required=True, help="parquet file of the one metric row")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the profile's `device`)")
     p.set_defaults(func=_evaluate_main)
 
-    p = sub.add_parser("collect", help="gather per-configuration metric rows into one parquet")
-    p.add_argument("rows", nargs="+")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=lambda a: collect(a.rows, a.out) is not None and 0)
+    p = sub.add_parser("collect")
+    p.add_argument("rows", nargs="+", help="metric-row parquet files of `variant evaluate`")
+    p.add_argument("--out", required=True, help="the gathered parquet (quality.parquet)")
+    p.add_argument("--metrics-json", default=None,
+                   help="also write the scores as JSON for `dvc metrics show`: {run: {config: {fid, ...}}}")
+    p.set_defaults(func=_collect_main)
+
+
+def _collect_main(a) -> int:
+    for path in a.rows:
+        require_file(path, "a metric row of `variant evaluate`")
+    collect(a.rows, a.out, a.metrics_json)
+    return 0
 
 
 def _evaluate_main(a) -> int:

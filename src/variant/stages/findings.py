@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
-from variant import dag
-from variant.util.atomic import write_text
+from variant import dag, names
 from variant.config import load_params
+from variant.util.atomic import write_text
+from variant.util.files import require_file
 
 Z = 1.96
 SIGN = {1: "+", -1: "-", 0: "0"}
@@ -89,14 +89,14 @@ def claims(P: dict, quality: pd.DataFrame) -> list[dict]:
     out.append(_claim("Table 1: early scales need depth, late scales do not",
                       f"The training-free d={P['sample']['table1_depth']} subnet of the pre-trained "
                       f"VAR-d{D} costs less FID on the late scales than on the early or middle ones.",
-                      [("early vs late scales", q("pretrained", early), q("pretrained", late)),
-                       ("middle vs late scales", q("pretrained", mid), q("pretrained", late))]))
+                      [("early vs late scales", q(names.PRETRAINED, early), q(names.PRETRAINED, late)),
+                       ("middle vs late scales", q(names.PRETRAINED, mid), q(names.PRETRAINED, late))]))
 
     fd = P["train"]["fixed_ratios"]["depth"]
-    prog = f"progressive_d{fd}"
+    prog = names.progressive(fd)
     lines = []
     for p in P["train"]["fixed_ratios"]["p"]:
-        run = dag.fixed_ratio_run(p, fd)
+        run = names.fixed_ratio(p, fd)
         lines.append((f"p={p}, full network", q(run, "full"), q(prog, "full")))
         lines.append((f"p={p}, d={fd} subnet (N={N0})", q(run, dag.grid_config(P, fd, N0)),
                       q(prog, dag.grid_config(P, fd, N0))))
@@ -107,18 +107,18 @@ def claims(P: dict, quality: pd.DataFrame) -> list[dict]:
     # N = K runs every scale at full depth: the full network, the same for every d
     depths = sorted(P["train"]["subnet_depths"])
     bridges = [n for n in P["sample"]["bridges"] if n < dag.num_scales(P)]
-    lines = [(f"N={n}: d={a} vs d={b}", q(f"progressive_d{a}", dag.grid_config(P, a, n)),
-              q(f"progressive_d{b}", dag.grid_config(P, b, n)))
+    lines = [(f"N={n}: d={a} vs d={b}", q(names.progressive(a), dag.grid_config(P, a, n)),
+              q(names.progressive(b), dag.grid_config(P, b, n)))
              for n in bridges for a, b in zip(depths, depths[1:])]
     out.append(_claim("Table 8: quality grows with the subnet depth d",
                       "At every N, the deeper supernet's subnet has the lower FID.", lines))
-    lines = [(f"d={d}: N={bridges[0]} vs N={bridges[-1]}", q(f"progressive_d{d}", dag.grid_config(P, d, bridges[0])),
-              q(f"progressive_d{d}", dag.grid_config(P, d, bridges[-1]))) for d in depths]
+    lines = [(f"d={d}: N={bridges[0]} vs N={bridges[-1]}", q(names.progressive(d), dag.grid_config(P, d, bridges[0])),
+              q(names.progressive(d), dag.grid_config(P, d, bridges[-1]))) for d in depths]
     out.append(_claim("Table 8: quality grows with the bridge N",
                       f"For every d, N={bridges[-1]} has a lower FID than N={bridges[0]}.", lines))
     lines = []
     for d in depths:
-        f = [q(f"progressive_d{d}", dag.grid_config(P, d, n)) for n in bridges]
+        f = [q(names.progressive(d), dag.grid_config(P, d, n)) for n in bridges]
         if None in f:
             lines.append((f"d={d}", None, None))
             continue
@@ -146,9 +146,9 @@ def render(P: dict, quality: pd.DataFrame) -> str:
 
 
 def add_parser(sub):
-    p = sub.add_parser("findings", help="judge the paper's claims on a profile's quality rows")
-    p.add_argument("--profile")
-    p.add_argument("--params", default="params.yaml")
+    p = sub.add_parser("findings")
+    p.add_argument("--profile", help="params.yaml profile (default: its `profile` key)")
+    p.add_argument("--params", default="params.yaml", help="the params file: which runs the claims compare")
     p.add_argument("--quality", required=True, help="quality.parquet of `variant collect`")
     p.add_argument("--out", required=True, help="Markdown file to write")
     p.set_defaults(func=_main)
@@ -156,9 +156,7 @@ def add_parser(sub):
 
 def _main(a) -> int:
     P = load_params(a.params, a.profile)
-    if not Path(a.quality).is_file():
-        raise FileNotFoundError(f"quality rows not found: {a.quality} (run `variant collect`)")
-    text = render(P, pd.read_parquet(a.quality))
+    text = render(P, pd.read_parquet(require_file(a.quality, "--quality: the rows of `variant collect`")))
     write_text(a.out, text + "\n")
     print(text)
     return 0

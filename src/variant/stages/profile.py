@@ -1,4 +1,4 @@
-"""Profiling stage: latency, peak memory, KV cache and parameters of sampling.
+"""The profile stage: latency, peak memory, KV cache and parameters of sampling.
 
 One row per (mode, configuration, batch): latency excludes VQVAE decoding (median of
 `repeats` timed passes after `warmup`, CUDA-synchronised), peak memory is
@@ -13,28 +13,29 @@ ablations of it: `lean-eager` (no CUDA graphs) and `lean-unfused` (torch element
 and a concatenated last scale, with graphs), and `lean-bf16` (the opt-in all-bf16
 precision, further from float32 than the reference).
 
-    variant bench sample --depth 30 --batch 64 --subnet-depth 30 16 8 4 2 --bridge 6 \
-        --modes reference lean --code 6 --out results/profiling/h100.parquet
+The stage measures what params `profiling` asks for on the profile's checkpoints;
+`variant bench sample` (variant.bench.sample) runs the same sweep with every knob on the
+command line, random weights and CoDe rows.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
 import math
-import os
 import statistics
-import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from variant.util.atomic import write_parquet, write_text
 from variant.costmodel import REFERENCE, KVAccounting, VARShape, flops, kv_cache_bytes
 from variant.models import VAR, VQVAE
-from variant.sampling import PRECISIONS, LeanSampler, default_precision, generate
 from variant.models.supernet import Subnet
+from variant.sampling import PRECISIONS, LeanSampler, default_precision, generate, tf32
+from variant.util.atomic import write_parquet
+from variant.util.provenance import device_name, git_commit
 
 MiB = 2**20
 MODES = ("reference", "lean", "lean-eager", "lean-unfused", "lean-bf16")
@@ -46,26 +47,6 @@ COLUMNS = ["gpu", "mode", "method", "config", "depth", "subnet_depth", "bridge",
            "memory_cap_gib", "latency_s", "peak_mib", "kv_mib", "params_mib", "images_per_s", "oom"]
 
 
-# ---- provenance ---------------------------------------------------------------------------
-def git_commit() -> str:
-    """HEAD of the source tree (-dirty), or $VARIANT_GIT_COMMIT where there is no .git."""
-    if os.environ.get("VARIANT_GIT_COMMIT"):
-        return os.environ["VARIANT_GIT_COMMIT"]
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
 def shape_of(var: VAR) -> VARShape:
     return VARShape(depth=var.depth, width=var.width, num_heads=var.num_heads,
                     patch_nums=tuple(var.patch_nums), vocab=var.vocab_size, cvae=var.cvae,
@@ -74,17 +55,6 @@ def shape_of(var: VAR) -> VARShape:
 
 def params_bytes(*models) -> int:
     return sum(p.nbytes for m in models for p in m.parameters())
-
-
-@contextlib.contextmanager
-def tf32(enabled: bool):
-    """TF32 matmuls and convolutions on or off inside the block, as they were after it."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @contextlib.contextmanager
@@ -156,7 +126,8 @@ def measure(run, device: torch.device, repeats: int = 5, warmup: int = 2,
     return row
 
 
-def _labels(var: VAR, batch: int, device, seed: int) -> torch.Tensor:
+def random_labels(var: VAR, batch: int, device, seed: int) -> torch.Tensor:
+    """`batch` class labels drawn from `seed` (on the CPU, so every device gets the same)."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, var.num_classes, (batch,), generator=g).to(device)
 
@@ -222,7 +193,7 @@ def profile_config(var: VAR, vae: VQVAE, subnet: Subnet | None, batch: int, mode
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     device = next(var.parameters()).device
     subnet = subnet or var.subnet()
-    labels = _labels(var, batch, device, seed)
+    labels = random_labels(var, batch, device, seed)
     kw = dict(cfg=cfg, top_k=top_k, top_p=top_p, decode=False)
     torch.manual_seed(seed)
     if mode == "reference":
@@ -260,7 +231,7 @@ def profile_code(drafter: VAR, refiner: VAR, vae: VQVAE, draft_scales: int, batc
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     device = next(drafter.parameters()).device
-    labels = _labels(drafter, batch, device, seed)
+    labels = random_labels(drafter, batch, device, seed)
     kw = dict(cfg=cfg, top_k=top_k, top_p=top_p, decode=False)
     torch.manual_seed(seed)
     if mode == "reference":
@@ -305,20 +276,40 @@ def _code_flops(s_d: VARShape, s_r: VARShape, n: int, batch: int) -> float:
     return partial(s_d, n) + partial(s_r, s_r.num_scales)
 
 
-# ---- building models for the bench --------------------------------------------------------
-def random_var(depth: int, device, seed: int = 0, **kw) -> VAR:
-    """VAR-d{depth} with random weights, initialised directly on `device` (fast for 2B)."""
-    torch.manual_seed(seed)
-    with torch.device(device):
-        var = VAR(depth=depth, **kw)
-    return var.eval().requires_grad_(False)
+# ---- the sweep: every (mode, batch, configuration) ------------------------------------------
+@dataclass(frozen=True)
+class Sweep:
+    """What one profiling run measures, and with which sampling knobs."""
+    modes: tuple[str, ...] = ("reference", "lean")
+    batches: tuple[int, ...] = (64,)
+    subnet_depths: tuple[int, ...] = (30,)   # the model's own depth: plain VAR
+    bridges: tuple[int, ...] = (6,)
+    extra: tuple[str, ...] = ()              # more (d, N) pairs as "d:N"
+    repeats: int = 5
+    warmup: int = 2
+    memory_cap_gib: float | None = None
+    cfg: float = 1.5
+    top_k: int = 900
+    top_p: float = 0.96
+    seed: int = 0
+    lean_precision: str | None = None        # lean modes that fix none (None: the sampler's default)
 
+    @classmethod
+    def from_params(cls, P: dict) -> "Sweep":
+        """The profile's sweep, so its rows cover the profile's tables: the full model and
+        every trained depth, at N = train.bridge and the N grid of Figure 5 (N < K), at
+        Table 3's batches, sampled with the sample stage's knobs."""
+        prof, S, T = P["profiling"], P["sample"], P["train"]
+        depth, K = P["model"]["var"]["depth"], len(P["model"]["patch_nums"])
+        return cls(modes=tuple(prof["modes"]), batches=tuple(prof["batches"]), repeats=prof["repeats"],
+                   memory_cap_gib=prof.get("memory_cap_gib"),
+                   subnet_depths=(depth, *sorted(T["subnet_depths"], reverse=True)),
+                   bridges=tuple(sorted({T["bridge"], *S["bridges"]} - {K})),
+                   cfg=S["cfg"], top_k=S["top_k"], top_p=S["top_p"], seed=S["seed"])
 
-def random_vae(device, seed: int = 0, **kw) -> VQVAE:
-    torch.manual_seed(seed)
-    with torch.device(device):
-        vae = VQVAE(**kw)
-    return vae.eval().requires_grad_(False)
+    def sampling(self) -> dict:
+        return dict(cfg=self.cfg, top_k=self.top_k, top_p=self.top_p, seed=self.seed,
+                    lean_precision=self.lean_precision)
 
 
 def configs(depth: int, subnet_depths, bridges, extra=()) -> list[tuple[int | None, int | None]]:
@@ -332,84 +323,33 @@ def configs(depth: int, subnet_depths, bridges, extra=()) -> list[tuple[int | No
     return list(dict.fromkeys(out))
 
 
-def trace_lean(sampler: LeanSampler, var: VAR, subnet: Subnet, batch: int, path: Path, **kw):
-    """GPU kernel times of one eager lean pass (the kernels the graph replays), for notes."""
-    from torch.profiler import ProfilerActivity, profile
-    labels = _labels(var, batch, sampler.device, 0)
-    sampler.cuda_graphs = False
-    sampler.generate(labels, subnet, decode=False, **kw)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        sampler.generate(labels, subnet, decode=False, **kw)
-        torch.cuda.synchronize()
-    sampler.release()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, kernel_table(prof))
-
-
-def kernel_table(prof, top: int = 40) -> str:
-    """The GPU kernels of a torch.profiler run, by self time, as text."""
-    from torch.autograd import DeviceType
-    self_us = lambda e: getattr(e, "self_device_time_total", None) or e.self_cuda_time_total  # noqa: E731
-    kernels = sorted((e for e in prof.key_averages() if e.device_type == DeviceType.CUDA),
-                     key=self_us, reverse=True)
-    total = sum(self_us(e) for e in kernels)
-    lines = [f"GPU kernel time {total / 1e3:.1f} ms in {sum(e.count for e in kernels)} launches",
-             f"{'ms':>8} {'%':>5} {'calls':>6}  kernel"]
-    lines += [f"{self_us(e) / 1e3:8.2f} {100 * self_us(e) / total:5.1f} {e.count:6d}  {e.key[:110]}"
-              for e in kernels[:top]]
-    return "\n".join(lines) + "\n"
-
-
-def bench_sample(depth: int = 30, batches=(64,), subnet_depths=(30,), bridges=(6,), extra=(),
-                 modes=("reference", "lean"), memory_cap_gib=None, code: int | None = None,
-                 code_refiner_depth: int = 16, repeats: int = 5, warmup: int = 2, seed: int = 0,
-                 device: str | None = None, var_path=None, vae_path=None, cfg=1.5, top_k=900,
-                 top_p=0.96, trace_dir=None, trace_configs=None, log=print, on_row=None,
-                 lean_precision: str | None = None) -> list[dict]:
-    """Every (mode, config, batch) row, reference mode first.
-    on_row(rows) is called after each row (the CLI writes the parquet each time)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if var_path:
-        from variant.models.checkpoint import load_models
-        var, vae = load_models(var_path, vae_path, device)
-        var.requires_grad_(False)
-    else:
-        var, vae = random_var(depth, device, seed), random_vae(device, seed)
-    modes = sorted(dict.fromkeys(modes), key=lambda m: m != "reference")
-    pairs = configs(var.depth, subnet_depths, bridges, extra)
-    kw = dict(cfg=cfg, top_k=top_k, top_p=top_p, seed=seed, lean_precision=lean_precision)
-    rows, sampler = [], None
+def sweep(var: VAR, vae: VQVAE, plan: Sweep, draft_scales: int | None = None, make_refiner=None):
+    """Every row of `plan`, reference mode first, as (row, the lean sampler or None, subnet).
+    With draft_scales, each (mode, batch) ends with a CoDe row: `var` drafts that many
+    scales, make_refiner() refines the rest (subnet None)."""
+    device = next(var.parameters()).device
+    modes = sorted(dict.fromkeys(plan.modes), key=lambda m: m != "reference")
+    pairs = configs(var.depth, plan.subnet_depths, plan.bridges, plan.extra)
+    timing = (plan.memory_cap_gib, plan.repeats, plan.warmup)
+    sampler = None
     for mode in modes:
         if mode != "reference":
-            sampler = _lean_sampler(var, vae, mode, sampler, lean_precision)
-        for batch in batches:
+            sampler = _lean_sampler(var, vae, mode, sampler, plan.lean_precision)
+        for batch in plan.batches:
             for d, n in pairs:
-                row = profile_config(var, vae, var.subnet(d, n), batch, mode, memory_cap_gib,
-                                     repeats, warmup, sampler=sampler, **kw)
-                rows.append(row)
-                log(_fmt(row))
-                if on_row:
-                    on_row(rows)
-                if (trace_dir and mode in ("lean", "lean-bf16") and device.type == "cuda" and not row["oom"]
-                        and (not trace_configs or row["config"] in trace_configs)):
-                    trace_lean(sampler, var, var.subnet(d, n), batch,
-                               Path(trace_dir) / f"trace_{mode}_{row['config']}_b{batch}.txt",
-                               cfg=cfg, top_k=top_k, top_p=top_p)
-            if code:
-                refiner = random_var(code_refiner_depth, device, seed + 1)
+                subnet = var.subnet(d, n)
+                yield profile_config(var, vae, subnet, batch, mode, *timing, sampler=sampler,
+                                     **plan.sampling()), sampler, subnet
+            if draft_scales:
+                refiner = make_refiner()
                 samplers = None if mode == "reference" else (sampler, None)
-                row = profile_code(var, refiner, vae, code, batch, mode, memory_cap_gib, repeats,
-                                   warmup, samplers=samplers, **kw)
-                rows.append(row)
-                log(_fmt(row))
-                if on_row:
-                    on_row(rows)
+                yield profile_code(var, refiner, vae, draft_scales, batch, mode, *timing, samplers=samplers,
+                                   **plan.sampling()), None, None
                 del refiner, samplers
                 _free(device)
-    return rows
 
 
-def _fmt(row) -> str:
+def format_row(row) -> str:
     return (f"{row['mode']:<10} {row['config']:<18} b={row['batch']:<4} cap={row['memory_cap_gib']:<5} "
             f"lat={row['latency_s']:.3f}s peak={row['peak_mib']:.0f}MiB kv={row['kv_mib']:.1f}MiB "
             f"(model {row['kv_mib_costmodel']:.1f}) params={row['params_mib']:.0f}MiB "
@@ -430,90 +370,39 @@ def write_rows(rows: list[dict], out, append: bool = False, before=None):
     return df
 
 
-# ---- command line ---------------------------------------------------------------------------
-def _add_options(p):
-    p.add_argument("--depth", type=int, default=30)
-    p.add_argument("--batch", type=int, nargs="+", default=[64])
-    p.add_argument("--subnet-depth", type=int, nargs="+", default=[30, 16, 8, 4, 2])
-    p.add_argument("--bridge", type=int, nargs="+", default=[6])
-    p.add_argument("--config", nargs="*", default=[], metavar="D:N", help="extra (d, N) pairs")
-    p.add_argument("--modes", nargs="+", default=["reference", "lean"], choices=MODES)
-    p.add_argument("--lean-precision", choices=list(PRECISIONS), default=None,
-                   help="precision of the lean modes that do not fix one (default: the sampler's)")
-    p.add_argument("--memory-cap-gib", type=float, default=None)
-    p.add_argument("--code", type=int, default=None, metavar="N",
-                   help="also profile CoDe: the drafter samples N scales, a VAR-d16 the rest")
-    p.add_argument("--code-refiner-depth", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cfg", type=float, default=1.5)
-    p.add_argument("--top-k", type=int, default=900)
-    p.add_argument("--top-p", type=float, default=0.96)
-    p.add_argument("--device", default=None)
-    p.add_argument("--var", default=None, help="a VAR checkpoint (default: random weights)")
-    p.add_argument("--vae", default=None)
-    p.add_argument("--trace-dir", default=None, help="GPU kernel tables of lean configs")
-    p.add_argument("--trace-configs", nargs="*", default=None, help="only these configs (e.g. full d2_N6)")
-    p.add_argument("--append", action="store_true", help="add to the rows already in --out")
-    p.add_argument("--out", required=True)
-
-
-def _bench_parsers(sub):
-    """The sub-command group of `variant bench`, shared with the other modules that add
-    benchmarks: created here only if no module made it yet."""
-    import argparse
-    if "bench" not in sub.choices:
-        sub.add_parser("bench", help="micro-benchmarks").add_subparsers(dest="bench", required=True)
-    return next(a for a in sub.choices["bench"]._actions if isinstance(a, argparse._SubParsersAction))
+# ---- the stage ------------------------------------------------------------------------------
+def run_profile(P: dict, var_path, vae_path, out, device: str | None = None) -> list[dict]:
+    """The profile's sweep on its checkpoints; the parquet is rewritten after every row, so
+    a job stopped by its time limit keeps what it measured. Each row says which profile and
+    params made it."""
+    from variant.models.checkpoint import load_models
+    from variant.util.devices import resolve_device
+    var, vae = load_models(var_path, vae_path, resolve_device(device, P))
+    var.requires_grad_(False)
+    rows = []
+    for row, _, _ in sweep(var, vae, Sweep.from_params(P)):
+        rows.append(dict(row, profile=P["profile"], config_hash=P["config_hash"]))
+        print(format_row(row), flush=True)
+        write_rows(rows, out)
+    return rows
 
 
 def add_parser(sub):
-    p = _bench_parsers(sub).add_parser("sample", help="latency / memory / KV cache of sampling, one parquet row each")
-    _add_options(p)
+    p = sub.add_parser("profile")
+    p.add_argument("--profile", default=None, help="params.yaml profile (default: its `profile` key)")
+    p.add_argument("--params", default="params.yaml", help="the params file; `profiling` says what to measure")
+    p.add_argument("--var", required=True, help="the profile's VAR checkpoint")
+    p.add_argument("--vae", required=True, help="its VQVAE checkpoint")
+    p.add_argument("--out", required=True, help="parquet file, one row per (mode, configuration, batch)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the profile's `device`)")
     p.set_defaults(func=_main)
-    p = sub.add_parser("profile", help="the profiling stage (same options as `bench sample`)")
-    _add_options(p)
-    p.add_argument("--profile", default=None, help="params.yaml profile (modes, batches, repeats, cap)")
-    p.add_argument("--params", default="params.yaml")
-    p.set_defaults(func=_main)
-
-
-def _from_params(args) -> dict:
-    """The profiling stage: every knob from the params.yaml profile, so its rows cover the
-    profile's tables (depths at N = bridge, the N grid of Figure 5, Table 3's batches)."""
-    from variant.config import load_params
-    P = load_params(args.params, args.profile)
-    prof, S, T = P["profiling"], P["sample"], P["train"]
-    K = len(P["model"]["patch_nums"])
-    args.modes, args.batch, args.repeats = prof["modes"], prof["batches"], prof["repeats"]
-    args.memory_cap_gib = prof.get("memory_cap_gib")
-    args.depth = P["model"]["var"]["depth"]
-    args.subnet_depth = [args.depth] + sorted(T["subnet_depths"], reverse=True)
-    args.bridge = sorted({T["bridge"], *S["bridges"]} - {K})
-    args.cfg, args.top_k, args.top_p, args.seed = S["cfg"], S["top_k"], S["top_p"], S["seed"]
-    args.device = args.device or P["device"]
-    return P
 
 
 def _main(args) -> int:
-    P = _from_params(args) if hasattr(args, "params") else None
-    if (args.var is None) != (args.vae is None):
-        raise ValueError("--var and --vae go together")
-    import pandas as pd
-    before = pd.read_parquet(args.out) if args.append and Path(args.out).is_file() else None
-    rows = bench_sample(depth=args.depth, batches=args.batch, subnet_depths=args.subnet_depth,
-                        bridges=args.bridge, extra=args.config, modes=args.modes,
-                        memory_cap_gib=args.memory_cap_gib, code=args.code,
-                        code_refiner_depth=args.code_refiner_depth, repeats=args.repeats,
-                        warmup=args.warmup, seed=args.seed, device=args.device, var_path=args.var,
-                        vae_path=args.vae, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
-                        trace_dir=args.trace_dir, trace_configs=args.trace_configs, log=lambda s: print(s, flush=True),
-                        lean_precision=args.lean_precision,
-                        on_row=lambda rows: write_rows(rows, args.out, before=before))
-    if P is not None:   # the stage's rows say which profile and params made them
-        for row in rows:
-            row.update(profile=P["profile"], config_hash=P["config_hash"])
-    write_rows(rows, args.out, before=before)
+    from variant.config import load_params
+    from variant.util.files import require_file
+    require_file(args.var, "--var: the VAR checkpoint to profile")
+    require_file(args.vae, "--vae: its VQVAE checkpoint")
+    rows = run_profile(load_params(args.params, args.profile), args.var, args.vae, args.out, args.device)
     print(f"{len(rows)} rows -> {args.out}", file=sys.stderr)
     return 0

@@ -27,7 +27,6 @@ the caller names; Snakemake recomputes it when the reference input or the weight
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -37,38 +36,36 @@ import torch
 
 from variant import revisions
 from variant.util.atomic import atomic_path, write_text
-from variant.models.checkpoint import sha256_file
 from variant.config import load_params
-from variant.util.files import open_npz, unreadable
+from variant.util.devices import resolve_device
+from variant.util.files import no_such_file, open_npz, require_file, unreadable
+from variant.util.hashing import sha256_file, sha256_files
 from variant.metrics import (COMPUTED, INCEPTION, STORED, ReferenceStats, check_weights, fid_statistics_to_metric,
                       inception_weights_location)
 
 FORMAT = revisions.REFERENCE_STATS
+REFERENCE_INPUT = "--reference: the reference images, an .npz (arr_0) or a directory of PNGs"
 
 
 def input_sha256(path) -> str:
     """sha256 of a file, or of a directory's image files (relative path and content, in
     find_images order), so a renamed or edited image changes it."""
-    from variant.tiny.data import find_images
+    from variant.util.images import find_images
     path = Path(path)
     if path.is_file():
         return sha256_file(path)
     if not path.exists():
-        raise FileNotFoundError(f"reference not found: {path}")
-    h = hashlib.sha256()
-    for f in find_images(path):
-        h.update(f.relative_to(path).as_posix().encode() + b"\0" + bytes.fromhex(sha256_file(f)))
-    return h.hexdigest()
+        raise no_such_file(path, REFERENCE_INPUT)
+    return sha256_files(path, find_images(path))
 
 
 def weights_file(extractor: str, weights) -> Path:
     """The extractor's weights file: the given one, else torch-fidelity's Inception in the hub cache."""
     if weights is None and extractor != INCEPTION:
         raise ValueError(f"extractor {extractor} needs its weights file (--weights)")
-    path = Path(weights) if weights is not None else inception_weights_location()
-    if not path.is_file():
-        raise FileNotFoundError(f"extractor weights not found: {path}")
-    return path
+    if weights is not None:
+        return require_file(weights, f"--weights: the {extractor} feature extractor's weights")
+    return require_file(inception_weights_location(), f"{extractor}'s weights, torch-fidelity's download")
 
 
 def batch_statistics(reference: Path, dim: int) -> tuple[dict | None, str]:
@@ -97,10 +94,11 @@ def build(params: dict, reference, out, weights=None, device=None) -> dict:
     reference, out = Path(reference), Path(out)
     t0 = time.time()
     if not reference.exists():
-        raise FileNotFoundError(f"reference not found: {reference}")
-    check_weights(extractor, weights_file(extractor, weights))   # e.g. the VAR passed as --weights: now, not later
+        raise no_such_file(reference, REFERENCE_INPUT)
+    weights_path = weights_file(extractor, weights)
+    check_weights(extractor, weights_path)   # e.g. the VAR passed as --weights: now, not later
     ref_sha = input_sha256(reference)
-    stats = ReferenceStats.compute(reference, extractor, weights, device or params["device"])
+    stats = ReferenceStats.compute(reference, extractor, weights, resolve_device(device, params))
     stored, why = batch_statistics(reference, stats.features.shape[1])
     check = None
     if stored is not None:
@@ -109,7 +107,7 @@ def build(params: dict, reference, out, weights=None, device=None) -> dict:
                                          False)[torch_fidelity.KEY_METRIC_FID]
         stats = dataclasses.replace(stats, mu=stored["mu"], sigma=stored["sigma"], fid_statistics=STORED)
     meta = {"format": FORMAT, "extractor": extractor, "reference": str(reference), "reference_sha256": ref_sha,
-            "weights_sha256": sha256_file(weights_file(extractor, weights)),
+            "weights_sha256": sha256_file(weights_path),
             "num_images": len(stats.features), "image_size": list(stats.size),
             "feature_dim": int(stats.features.shape[1]), "torch_fidelity": torch_fidelity.__version__,
             "fid_statistics": stats.fid_statistics, "fid_statistics_why": why,
@@ -126,10 +124,8 @@ def build(params: dict, reference, out, weights=None, device=None) -> dict:
 def load(path, extractor: str, reference=None, weights=None) -> ReferenceStats:
     """The cached statistics, after checking they were computed with `extractor`, from
     `reference` (when given) and with these weights; anything else is refused, naming both."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"reference statistics not found: {path} (make them with "
-                                "`variant reference-stats`, or `snakemake` the file)")
+    path = require_file(path, "--reference-stats: make them with `variant reference-stats`, "
+                              "or `snakemake` the file")
     fix = "delete it and run `variant reference-stats`"
     with open_npz(path, "reference-statistics file", fix, required=["meta", "features", "mu", "sigma"]) as f:
         features, mu, sigma = f["features"], f["mu"], f["sigma"]
@@ -145,10 +141,11 @@ def load(path, extractor: str, reference=None, weights=None) -> ReferenceStats:
     if meta["extractor"] != extractor:
         raise ValueError(f"{path}: computed with extractor {meta['extractor']!r}, "
                          f"params evaluate.extractor is {extractor!r}{rerun}")
-    wsha = sha256_file(weights_file(extractor, weights))
+    weights_path = weights_file(extractor, weights)
+    wsha = sha256_file(weights_path)
     if meta["weights_sha256"] != wsha:
         raise ValueError(f"{path}: computed with extractor weights sha256 {meta['weights_sha256'][:12]}..., "
-                         f"but {weights_file(extractor, weights)} is {wsha[:12]}...{rerun}")
+                         f"but {weights_path} is {wsha[:12]}...{rerun}")
     if reference is not None and meta["reference_sha256"] != (rsha := input_sha256(reference)):
         raise ValueError(f"{path}: computed from reference sha256 {meta['reference_sha256'][:12]}... "
                          f"({meta['reference']}), but {reference} is {rsha[:12]}...{rerun}")
@@ -159,13 +156,13 @@ def load(path, extractor: str, reference=None, weights=None) -> ReferenceStats:
 
 
 def add_parser(sub):
-    p = sub.add_parser("reference-stats", help="features and FID statistics of the evaluation set, once")
-    p.add_argument("--profile")
-    p.add_argument("--params", default="params.yaml")
+    p = sub.add_parser("reference-stats")
+    p.add_argument("--profile", help="params.yaml profile (default: its `profile` key)")
+    p.add_argument("--params", default="params.yaml", help="the params file; `evaluate.extractor` names the features")
     p.add_argument("--reference", required=True, help="reference images: .npz (arr_0) or a directory of PNGs")
-    p.add_argument("--weights", help="feature-extractor weights (tiny profile)")
+    p.add_argument("--weights", help="feature-extractor weights (tiny profile; default: torch-fidelity's Inception)")
     p.add_argument("--out", required=True, help="stats .npz (a .json record is written beside it)")
-    p.add_argument("--device")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the profile's `device`)")
     p.set_defaults(func=_main)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 import zipfile
 from pathlib import Path
@@ -30,27 +29,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from variant import dag
-from variant.util.atomic import atomic_path, save_figure
-from variant.models.checkpoint import check_profile, load_models, sha256_file
+from variant import dag, names
+from variant.util.atomic import atomic_path
+from variant.models.checkpoint import check_profile, load_models
 from variant.config import load_params
-from variant.util.files import check_images, open_npz
+from variant.util.devices import resolve_device
+from variant.util.files import check_images, open_npz, require_file
+from variant.util.hashing import sha256_file
 from variant.sampling import LeanSampler, generate
-from variant.models.supernet import Subnet
-
-CONFIG_RE = re.compile(r"^(full|d(?P<d>\d+)_N(?P<n>\d+)|d(?P<ds>\d+)_S(?P<s>\d+(?:-\d+)*))$")
-
-
-def parse_config(name: str, depth: int, num_scales: int) -> Subnet:
-    """`full`, `d16_N6` (Eq. 3 zones) or `d16_S1-2-3` (subnet on explicit 1-based scales)."""
-    m = CONFIG_RE.match(name)
-    if not m:
-        raise ValueError(f"configuration {name!r} is not `full`, `d<d>_N<N>` or `d<d>_S<k>-<k>...`")
-    if name == "full":
-        return Subnet.full(depth, num_scales)
-    if m["d"]:
-        return Subnet(depth, int(m["d"]), int(m["n"]), num_scales)
-    return Subnet.on_scales(depth, int(m["ds"]), {int(k) - 1 for k in m["s"].split("-")}, num_scales)
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -170,19 +156,21 @@ def run_sample(params: dict, var_path, vae_path, config: str, out: str | os.Path
                shards: list[int] | None = None, device: str | None = None) -> Path:
     """Generate the listed shards of one configuration (a SLURM job each), or, with
     shards=None, every missing shard and then pack them all into `out`."""
-    device = device or params["device"]
+    device = resolve_device(device, params)
     cfg = params["sample"]
     out = Path(out)
+    subnet_name = names.parse_config(config)   # a misspelt name stops before the model loads
     var, vae = load_models(var_path, vae_path, device)
     check_profile(var, vae, params, var_path, vae_path)
     sampler = make_sampler(var, vae, device)
-    subnet = parse_config(config, var.depth, var.num_scales)
+    subnet = subnet_name.subnet(var.depth, var.num_scales)
     labels, size, n_shards = class_labels(params["data"]["num_classes"], cfg["per_class"]), *dag.shard_layout(params)
     bad = [s for s in shards or [] if not 0 <= s < n_shards]
     if bad:
         raise ValueError(f"shard {bad[0]} does not exist: the profile has {n_shards} shard(s) of {size} "
                          "(params sample.per_class x data.num_classes / sample.shard_size)")
-    key = shard_key(params, config, sha256_file(var_path))
+    checkpoint_sha256 = sha256_file(var_path)   # once a job: checkpoints run to gigabytes
+    key = shard_key(params, config, checkpoint_sha256)
     t0 = time.time()
     for s in tqdm(range(n_shards) if shards is None else shards, desc=f"sample {config}", unit="shard",
                   disable=None):
@@ -199,18 +187,20 @@ def run_sample(params: dict, var_path, vae_path, config: str, out: str | os.Path
     if shards is not None:
         print(f"shard(s) {shards} of {config} in {time.time() - t0:.1f}s")
         return out
-    pack(params, var_path, config, out, key)
+    pack(params, var_path, config, out, checkpoint_sha256)
     print(f"{out}: {len(labels)} images of {config} in {time.time() - t0:.1f}s")
     return out
 
 
-def pack(params: dict, var_path, config: str, out, key: str | None = None) -> Path:
+def pack(params: dict, var_path, config: str, out, checkpoint_sha256: str | None = None) -> Path:
     """Check every shard (count, key) and write the ADM-format .npz in pack_order; cheap, no
-    model. No `mu`/`sigma` keys: ADM's evaluator would take those as the file's statistics."""
+    model. No `mu`/`sigma` keys: ADM's evaluator would take those as the file's statistics.
+    checkpoint_sha256: var_path's, when the caller has hashed it already."""
     out = Path(out)
     labels, size, n_shards = class_labels(params["data"]["num_classes"], params["sample"]["per_class"]), \
         *dag.shard_layout(params)
-    key = key or shard_key(params, config, sha256_file(var_path))
+    checkpoint_sha256 = checkpoint_sha256 or sha256_file(var_path)
+    key = shard_key(params, config, checkpoint_sha256)
     missing = [str(shard_path(out, s)) for s in range(n_shards) if not shard_path(out, s).exists()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {n_shards} shard(s) missing, e.g. {missing[0]}: "
@@ -231,41 +221,30 @@ def pack(params: dict, var_path, config: str, out, key: str | None = None) -> Pa
                              "delete it to regenerate")
         images[where[s * size:(s + 1) * size]] = shard["arr_0"]
     save_npz(out, arr_0=images, labels=labels[index], sample_index=index, order_seed=np.array(seed),
-             checkpoint_sha256=np.array(sha256_file(var_path)), config=np.array(config),
+             checkpoint_sha256=np.array(checkpoint_sha256), config=np.array(config),
              seed=np.array(params["sample"]["seed"]))
     return out
 
 
 def add_parser(sub):
-    p = sub.add_parser("sample", help="generate per_class images of every class for one configuration")
-    p.add_argument("--profile")
-    p.add_argument("--params", default="params.yaml")
+    p = sub.add_parser("sample")
+    p.add_argument("--profile", help="params.yaml profile (default: its `profile` key)")
+    p.add_argument("--params", default="params.yaml", help="the params file; `sample` holds the knobs")
     p.add_argument("--var", required=True, help="VAR checkpoint (reference key layout)")
     p.add_argument("--vae", help="VQVAE checkpoint (not needed with --pack)")
     p.add_argument("--config", required=True, help="full | d<d>_N<N> | d<d>_S<k>-<k>...")
     p.add_argument("--out", required=True, help="the packed .npz")
     p.add_argument("--shards", type=int, nargs="+", help="only generate these shards (one job each); no packing")
     p.add_argument("--pack", action="store_true", help="only check the shards and pack them into --out")
-    p.add_argument("--device")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the profile's `device`)")
     p.set_defaults(func=_sample_main)
-    add_grid_parser(sub)
-
-
-def fixed_samples(params: dict, var_path, vae_path, config: str, classes: list[int], per_class: int,
-                  device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A few images of the given classes (Figure 7), seeded as shard 0: the same seed for
-    every checkpoint, so images of two checkpoints differ only by the weights."""
-    device = device or params["device"]
-    var, vae = load_models(var_path, vae_path, device)
-    check_profile(var, vae, params, var_path, vae_path)
-    labels = np.repeat(np.asarray(classes), per_class)
-    images = sample_shard(make_sampler(var, vae, device), parse_config(config, var.depth, var.num_scales),
-                          labels, shard_seed(params["sample"]["seed"], 0), params["sample"], device)
-    return images, labels
 
 
 def _sample_main(a) -> int:
     params = load_params(a.params, a.profile)
+    require_file(a.var, "--var: the VAR checkpoint to sample")
+    if a.vae:
+        require_file(a.vae, "--vae: its VQVAE checkpoint")
     if a.pack:
         pack(params, a.var, a.config, a.out)
         print(f"{a.out}: packed {dag.shard_layout(params)[1]} shard(s)")
@@ -274,53 +253,3 @@ def _sample_main(a) -> int:
     else:
         run_sample(params, a.var, a.vae, a.config, a.out, a.shards, a.device)
     return 0
-
-
-def sample_grid(npz_files: list[str], titles: list[str], out_stem: str | os.PathLike, per_row: int = 8):
-    """Figures 4 and 6: one row per configuration, the first image in generation order of
-    `per_row` classes, so rows compare the same class (and seed position) across
-    configurations whatever order the file stores them in."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = []
-    for path in npz_files:   # every file read before anything is drawn or written
-        fix = "pass a packed file of `variant sample`"
-        with open_npz(path, "sample file", fix, required=["arr_0", "labels"]) as f:
-            order = class_sorted(f, path)
-            images, labels = check_images(f["arr_0"], path, "sample file", fix), f["labels"][order]
-        if len(labels) != len(images):
-            raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels; {fix}")
-        classes = np.unique(labels)[:per_row]
-        rows.append([images[order[np.flatnonzero(labels == c)[0]]] for c in classes])
-    n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.1 * n_cols + 1.2, 1.1 * len(rows)), squeeze=False)
-    for i, (row, title) in enumerate(zip(rows, titles)):
-        for j, ax in enumerate(axes[i]):
-            ax.axis("off")
-            if j < len(row):
-                ax.imshow(row[j], interpolation="nearest")
-        axes[i][0].text(-0.1, 0.5, title, transform=axes[i][0].transAxes, ha="right", va="center", fontsize=8)
-    fig.subplots_adjust(left=0.15, wspace=0.05, hspace=0.05)
-    out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    for ext in ("pdf", "png"):
-        save_figure(fig, out_stem.with_suffix(f".{ext}"), dpi=150, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _grid_main(a) -> int:
-    titles = a.titles or [Path(p).stem for p in a.samples]
-    if len(titles) != len(a.samples):
-        raise ValueError(f"{len(a.samples)} sample files but {len(titles)} titles")
-    sample_grid(a.samples, titles, a.out)
-    return 0
-
-
-def add_grid_parser(sub):
-    p = sub.add_parser("grid", help="a figure of sample images, one row per configuration")
-    p.add_argument("samples", nargs="+", help=".npz files from `variant sample`")
-    p.add_argument("--titles", nargs="*")
-    p.add_argument("--out", required=True, help="output path without extension (writes .pdf and .png)")
-    p.set_defaults(func=_grid_main)

@@ -18,8 +18,9 @@ Each shard is written atomically (temporary file, then rename); a re-run skips s
 exist and match (same VAE, images, views), so an interrupted job resumes where it stopped.
 index.json is written last, so its presence means the set is complete.
 
-Images: ImageFolder layout root/<class>/<image> (png, jpg, jpeg, webp, bmp), classes
-numbered in sorted order (ImageNet's synset order, as VAR's class labels). An image that
+Images (read by variant.util.images): ImageFolder layout root/<class>/<image> (png, jpg,
+jpeg, webp, bmp), classes numbered in sorted order (ImageNet's synset order, as VAR's
+class labels); a class folder without images is an error. An image that
 is not `image_size` square is resized (shorter side to round(1.125 * image_size), Lanczos)
 and centre-cropped, VAR's evaluation transform; training-time random crops are not used,
 since a crop frozen at tokenise time would be no augmentation at all.
@@ -36,18 +37,10 @@ Augmentation, honestly: augmentation acts on pixels, before tokenisation.
     Without RandAugment there is a single un-augmented view.
   - Mixup mixes VAR inputs and class conditions at train time (see variant.stages.train).
 
-Speed-up of a training step from tokens over one that encodes its images every step
-(`variant bench tokenize`: random models of the profile's shapes, the same VAR step fed
-both ways, steps alternated, medians; measured 2026-11-22):
-    $ OMP_NUM_THREADS=1 variant bench tokenize --profile tiny --steps 10      # this CPU
-    median step from images 1.563 s, from tokens 1.453 s: 1.08x faster (encode 0.110 s/step;
-    batch 30, fp32, cpu, 1 thread(s), 10 steps each)
-    $ VARIANT_DATA_ROOT=/x variant bench tokenize --profile paper --batch 16 --steps 5   # H100
-    median step from images 0.468 s, from tokens 0.427 s: 1.10x faster (encode 0.041 s/step;
-    batch 16, fp16, cuda, 16 thread(s), 5 steps each)
-So the encoder is only ~8-10% of a step (VAR dominates: L = 385 / 680 tokens); the larger
-savings are what the timing leaves out: no JPEG decoding and resizing per step (CPU-bound
-for ImageNet at 1024 images/step), no image loader, and free horizontal flips.
+`variant bench tokenize` (variant.bench.tokenize) times a training step fed from tokens
+against one that encodes its images every step; the measurements are in benchmarks/README.md.
+The encoder is a small part of a step; the larger savings are what that timing leaves out:
+no image decoding and resizing per step, no image loader, and free horizontal flips.
 """
 from __future__ import annotations
 
@@ -55,26 +48,21 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from variant.util.atomic import torch_save, write_text
 from variant.util.files import unreadable
+from variant.util.hashing import sha256_file
+from variant.util.images import list_image_folder, read_image_square, to_float
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 FORMAT = 1
 
 
 # ---------------------------------------------------------------------------------------
 # small helpers shared with variant.stages.train
-
-atomic_torch_save, atomic_write_text = torch_save, write_text
-
 
 def seed_of(*keys: int) -> int:
     """A 63-bit seed from integer keys (numpy SeedSequence: well mixed, platform-independent)."""
@@ -95,42 +83,9 @@ def split_scales(tokens_BL: torch.Tensor, patch_nums) -> list[torch.Tensor]:
 # ---------------------------------------------------------------------------------------
 # images
 
-def list_images(root) -> tuple[list[tuple[Path, int]], list[str]]:
-    """[(path, label)] of an ImageFolder tree in a machine-independent order, and the classes."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image directory not found: {root}")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    if not classes:
-        raise ValueError(f"{root} has no class sub-directories (expected {root}/<class>/<image>)")
-    items = []
-    for label, name in enumerate(classes):
-        d = root / name
-        paths = sorted((p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-                       key=lambda p: p.relative_to(d).as_posix())
-        items += [(p, label) for p in paths]
-    if not items:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}")
-    return items, classes
-
-
 def load_pixels(path, image_size: int) -> torch.Tensor:
     """uint8 (3, S, S): as is if already S x S, else shorter side to 1.125 S and centre crop."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (image_size, image_size):
-                w, h = im.size
-                mid = round(image_size * 1.125)
-                scale = mid / min(w, h)
-                im = im.resize((max(mid, round(w * scale)), max(mid, round(h * scale))), Image.LANCZOS)
-                w, h = im.size
-                left, top = (w - image_size) // 2, (h - image_size) // 2
-                im = im.crop((left, top, left + image_size, top + image_size))
-            pixels = np.array(im)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(read_image_square(path, image_size)).permute(2, 0, 1).contiguous()
 
 
 class _ImageViews(torch.utils.data.Dataset):
@@ -174,7 +129,6 @@ def _shard_meta(common: dict, lo: int, hi: int) -> dict:
 
 def _shard_intact(path: Path, sha256: str | None) -> bool:
     """The file index.json recorded: present, and (when recorded) of that sha256."""
-    from variant.models.checkpoint import sha256_file
     return path.is_file() and (sha256 is None or sha256_file(path) == sha256)
 
 
@@ -192,7 +146,7 @@ def _shard_ok(path: Path, meta: dict) -> bool:
 def encode_batch(vae, imgs_u8: torch.Tensor, flips: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (B, V, 3, S, S) -> tokens (B, V, F, L) long, flipped (F,) bool."""
     B, V = imgs_u8.shape[:2]
-    x = imgs_u8.to(device).flatten(0, 1).float().div_(127.5).sub_(1.0)
+    x = to_float(imgs_u8.to(device).flatten(0, 1))
     versions = [x, x.flip(-1)] if flips else [x]
     out = []
     for xv in versions:
@@ -206,7 +160,7 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
              batch_size: int = 32, device: str = "cpu", workers: int = 0, seed: int = 0,
              log=print) -> dict:
     """Write the token shards and index.json of `data_dir` (see the module docstring)."""
-    from variant.models.checkpoint import build_vae, read_state_dict, sha256_file
+    from variant.models.checkpoint import build_vae, read_state_dict
 
     out_dir = Path(out_dir)
     for name, value, least in (("--shard-size", shard_size, 1), ("--batch-size", batch_size, 1),
@@ -224,7 +178,7 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
     if image_size != vae.image_size:
         raise ValueError(f"image_size {image_size} does not fit the VQVAE: its last scale "
                          f"{vae.patch_nums[-1]} x downsample {vae.downsample} = {vae.image_size} px")
-    items, classes = list_images(data_dir)
+    items, classes = list_image_folder(data_dir)
     n_img, n_f = len(items), 2 if flips else 1
     L = sum(p * p for p in vae.patch_nums)
     dtype = token_dtype(vae.vocab_size)
@@ -280,14 +234,14 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
             "view": torch.arange(views, dtype=torch.int16).repeat_interleave(n_f).repeat(n),
             "meta": _shard_meta(common, lo, hi),
         }
-        atomic_torch_save(shard, out_dir / f"shard-{s:05d}.pt")
+        torch_save(shard, out_dir / f"shard-{s:05d}.pt")
     bar.close()
     for s in range(n_shards):
         lo, hi = s * shard_size, min(n_img, (s + 1) * shard_size)
         path = out_dir / f"shard-{s:05d}.pt"
         index["shards"].append({"file": path.name, "images": [lo, hi],
                                 "count": (hi - lo) * views * n_f, "sha256": sha256_file(path)})
-    atomic_write_text(index_path, json.dumps(index, indent=1) + "\n")
+    write_text(index_path, json.dumps(index, indent=1) + "\n")
     log(f"{out_dir}: {index['count']} samples ({n_img} images x {views} view(s) x {n_f} flip(s)), "
         f"L={L}, {n_shards} shard(s)")
     return index
@@ -304,7 +258,6 @@ _VERIFIED: set[tuple[str, int, int]] = set()
 def _verify_once(path: Path, sha256: str | None, fix: str) -> None:
     """A cut or changed shard fails here, naming it, instead of deep in torch.load (OSError)
     or, worse, loading: mmap reads a torn zip until the first missing page."""
-    from variant.models.checkpoint import sha256_file
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if sha256 is None or key in _VERIFIED:   # an index written before shards were hashed: nothing to check
@@ -394,8 +347,8 @@ class TokenDataset:
 
 def add_parser(sub):
     p = sub.add_parser("tokenize", help="tokenise the training set once (token shards + index.json)")
-    p.add_argument("--profile", default=None)
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--profile", default=None, help="params.yaml profile (default: its `profile` key)")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--vae", required=True, help="VQVAE checkpoint (reference layout)")
     p.add_argument("--data", required=True, help="ImageFolder directory of training images")
     p.add_argument("--out", required=True, help="output directory, e.g. artifacts/P/tokens/train")
@@ -409,34 +362,11 @@ def add_parser(sub):
     p.add_argument("--no-randaugment", action="store_true", help="ignore params' RandAugment")
     p.add_argument("--device", default=None, help="default: params `device`")
     p.set_defaults(func=_main)
-    b = _bench_parsers(sub).add_parser(
-        "tokenize", help="time a training step from tokens vs. from images (encode per step)")
-    b.set_defaults(func=_bench_main)
-    b.add_argument("--profile", default=None)
-    b.add_argument("--params", default="params.yaml")
-    b.add_argument("--steps", type=int, default=10)
-    b.add_argument("--batch", type=int, default=None, help="default: params train.batch_size")
-    b.add_argument("--device", default=None, help="default: params `device`")
-
-
-def _bench_parsers(sub):
-    """The sub-command group of `variant bench`, shared by the modules that add benchmarks
-    (variant.stages.profile adds `bench sample`): created here only if no module made it yet."""
-    import argparse
-    if "bench" not in sub.choices:
-        sub.add_parser("bench", help="micro-benchmarks").add_subparsers(dest="bench", required=True)
-    return next(a for a in sub.choices["bench"]._actions if isinstance(a, argparse._SubParsersAction))
-
-
-def _device(requested: str | None, cfg: dict) -> str:
-    from variant.config import check_device
-    dev = requested or cfg.get("device", "cpu")
-    check_device(dev, "--device" if requested else f"profiles.{cfg.get('profile')}.device")
-    return dev
 
 
 def _main(args) -> int:
     from variant.config import load_params, phases_of
+    from variant.util.devices import resolve_device
     cfg = load_params(args.params, args.profile)
     aug = cfg["train"]["augment"]
     ra = None if args.no_randaugment else (args.randaugment or aug.get("randaugment"))
@@ -444,56 +374,11 @@ def _main(args) -> int:
     if views is None:
         views = 1 if ra is None else max(
             sum(phases_of(cfg, int(d))) for d in cfg["train"]["phases"])
-    device = _device(args.device, cfg)
+    device = str(resolve_device(args.device, cfg))
     tokenize(args.vae, args.data, args.out, cfg["model"]["patch_nums"],
              image_size=cfg["data"]["image_size"], flips=bool(aug.get("hflip", True)), views=views,
              randaugment=ra, shard_size=args.shard_size,
              batch_size=args.batch_size or (64 if device.startswith("cuda") else 32), device=device,
              workers=args.workers if args.workers is not None else min(8, (os.cpu_count() or 1) - 1),
              seed=cfg["data"].get("seed", 0))
-    return 0
-
-
-def _bench_main(args) -> int:
-    """Random models of the profile's shapes; the same VAR step fed two ways."""
-    from variant.config import load_params
-    from variant.models import VAR, VQVAE
-    cfg = load_params(args.params, args.profile)
-    m, S = cfg["model"], cfg["data"]["image_size"]
-    B = args.batch or cfg["train"]["batch_size"]
-    dev = torch.device(_device(args.device, cfg))
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg["train"]["precision"])
-    torch.manual_seed(0)
-    vae = VQVAE(patch_nums=m["patch_nums"], **m["vae"]).to(dev).eval().requires_grad_(False)
-    var = VAR(num_classes=cfg["data"]["num_classes"], vocab_size=m["vae"]["vocab_size"],
-              cvae=m["vae"]["z_channels"], patch_nums=m["patch_nums"], **m["var"]).to(dev).train()
-    opt = torch.optim.AdamW(var.parameters(), lr=1e-5)
-    imgs = torch.rand(B, 3, S, S, device=dev) * 2 - 1
-    labels = torch.randint(0, cfg["data"]["num_classes"], (B,), device=dev)
-    with torch.no_grad():
-        tokens = torch.cat(vae.img_to_tokens(imgs), 1)
-
-    def step(from_images: bool):
-        with torch.no_grad():
-            t = torch.cat(vae.img_to_tokens(imgs), 1) if from_images else tokens
-            x = vae.quantize.teacher_forcing_input(split_scales(t, vae.patch_nums))
-        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = var(labels, x)
-        F.cross_entropy(logits.float().flatten(0, 1), t.flatten()).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    step(True), step(False)   # warm-up
-    times = {True: [], False: []}
-    for _ in range(args.steps):   # alternate, so load from other processes hits both alike
-        for from_images in (True, False):
-            t0 = time.perf_counter()
-            step(from_images)
-            times[from_images].append(time.perf_counter() - t0)
-    t_img, t_tok = (float(np.median(times[k])) for k in (True, False))
-    print(f"median step from images {t_img:.3f} s, from tokens {t_tok:.3f} s: {t_img / t_tok:.2f}x faster "
-          f"(encode {t_img - t_tok:.3f} s/step; batch {B}, {cfg['train']['precision']}, {dev}, "
-          f"{torch.get_num_threads()} thread(s), {args.steps} steps each)")
     return 0

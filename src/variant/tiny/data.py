@@ -1,4 +1,4 @@
-"""Image data: the deterministic synthetic dataset of the `tiny` profile, and loaders.
+"""The synthetic data set of the synthetic profiles (tiny, small), and the make-data split.
 
 The synthetic set has one shape or texture family per class (disc, square, ring, ...)
 with per-image jitter of colour, position, size, rotation/phase and noise. Every image
@@ -7,8 +7,8 @@ IEEE-exact arithmetic only (+, -, *, /, floor, comparisons; sin/cos only on scal
 rounded), so the same seed gives the same pixels on any machine. Edges are anti-aliased
 by our own 4x4 supersampling (coverage = count/16, exact) rather than a library's filter.
 
-Loading follows torchvision's ImageFolder layout, root/<class>/<image>.png, with classes
-numbered in sorted order; the whole set is held in memory as uint8 (tiny data only).
+The set is written in torchvision's ImageFolder layout, root/<class>/<image>.png, which
+variant.util.images reads.
 """
 from __future__ import annotations
 
@@ -17,19 +17,21 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from variant.util.atomic import write_text
 
 CLASS_NAMES = ("disc", "square", "ring", "triangle", "hstripes",
                "vstripes", "checker", "cross", "dstripes", "blobs")
 SUPERSAMPLE = 4
+SPLITS = ("train", "eval")
+EVAL_SEED_OFFSET = 1_000_003   # eval split seed = data.seed + this: disjoint from train
 
 # -----------------------------------------------------------------------------
 # rendering
@@ -164,76 +166,45 @@ def make_synthetic_dataset(out_dir, num_classes: int = 10, per_class: int = 500,
     return manifest
 
 # -----------------------------------------------------------------------------
-# loading
+# the make-data command: one split of a profile
 
 
-def find_images(root) -> list[Path]:
-    """All .png files under `root`, recursively, in a machine-independent order."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image directory not found: {root}")
-    paths = sorted((p for p in root.rglob("*") if p.suffix.lower() == ".png" and p.is_file()),
-                   key=lambda p: p.relative_to(root).as_posix())
-    if not paths:
-        raise ValueError(f"no .png images found under {root}")
-    return paths
+def _replace_dir(tmp: Path, out: Path):
+    """Move the finished directory `tmp` to `out`, replacing whatever `out` was."""
+    old = None
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise ValueError(f"{out} exists and is not a directory")
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
-def read_image(path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """HxWx3 uint8 array of an image file; `size` = (H, W) it must have."""
+def split_seed(data: dict, split: str) -> int:
+    """The eval split's seed is data.seed + EVAL_SEED_OFFSET: no eval image is drawn
+    from a train image's generator."""
+    return int(data["seed"]) + (EVAL_SEED_OFFSET if split == "eval" else 0)
+
+
+def make_split(data: dict, split: str, out) -> dict:
+    """Write split `train` or `eval` of params `data` (a synthetic profile's) to `out`,
+    atomically: built beside it, then renamed over it. Returns the manifest."""
+    if split not in SPLITS:
+        raise ValueError(f"make-data: --split must be train or eval, got {split!r}")
+    key = f"{split}_per_class"
+    if not data.get(key):
+        raise ValueError(f"params: data.{key} is not set")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        with Image.open(path) as im:
-            pixels = np.array(im.convert("RGB"))  # convert() decodes: truncation fails here
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
-    if size is not None and pixels.shape[:2] != tuple(size):
-        raise ValueError(f"image {path} is {pixels.shape[0]}x{pixels.shape[1]}, "
-                         f"expected {size[0]}x{size[1]}")
-    return pixels
-
-
-def load_images(root, image_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 N,3,H,W images, int64 labels) of an ImageFolder directory.
-
-    All images must share one size: `image_size` if given, else the first image's.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image directory not found: {root}")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
-    if not class_dirs:
-        raise ValueError(f"{root} has no class sub-directories "
-                         f"(expected the layout {root}/<class>/<image>.png)")
-    size = None if image_size is None else (image_size, image_size)
-    images, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
-        for path in find_images(class_dir):
-            pixels = read_image(path, size)
-            size = pixels.shape[:2]
-            images.append(pixels)
-            labels.append(label)
-    images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return images, torch.tensor(labels, dtype=torch.long)
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [-1, 1], the models' input range."""
-    return images.float() / 127.5 - 1.0
-
-
-class ImageFolderDataset(Dataset):
-    """(float image in [-1, 1], label) pairs of an ImageFolder directory, held in memory."""
-
-    def __init__(self, root, image_size: int | None = None, flip: bool = False):
-        self.images, self.labels = load_images(root, image_size)
-        self.num_classes = int(self.labels.max()) + 1
-        self.flip = flip
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        x = to_float(self.images[i])
-        if self.flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x, self.labels[i]
+        os.chmod(tmp, 0o755)
+        manifest = make_synthetic_dataset(tmp, num_classes=data["num_classes"], per_class=data[key],
+                                          image_size=data["image_size"], seed=split_seed(data, split))
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

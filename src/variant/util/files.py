@@ -26,6 +26,19 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"
 
 
+def no_such_file(path, what: str) -> FileNotFoundError:
+    """The one wording of a missing input: `FILE: no such file (what it is for)`."""
+    return FileNotFoundError(f"{path}: no such file ({what})")
+
+
+def require_file(path, what: str) -> Path:
+    """`path` as a Path if it is a file, else no_such_file(path, what)."""
+    path = Path(path)
+    if not path.is_file():
+        raise no_such_file(path, what)
+    return path
+
+
 def unreadable(path, what: str, why: str, fix: str, lead: str = "not a readable") -> UnreadableFile:
     return UnreadableFile(f"{path}: {lead} {what} ({why}; {fix})")
 
@@ -59,9 +72,7 @@ def open_npz(path, what: str, fix: str, required=(), lead: str = "not a readable
     """np.load(path) as a context manager, each failure an UnreadableFile naming `path` as
     `what` and saying `fix`; `required` arrays must be present. `lead` words the failure
     ("FILE: not a readable sample file (why; fix)")."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such {what} ({fix})")
+    path = require_file(path, f"{what}; {fix}")
     try:
         npz = np.load(path)   # allow_pickle=False: a pickle is refused, not run
     except Exception as e:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from variant.util.atomic import write_parquet  # noqa: F401  (results are written with provenance)
 
 
 @lru_cache(maxsize=1)
@@ -29,6 +28,7 @@ def git_commit() -> str:
 
 
 def device_name(device: str | torch.device) -> str:
+    """The device as every result row names it (profiling's `gpu`, quality's `device`)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from variant.costmodel import MiB, PAPER_PATCH_NUMS, VARShape, kv_cache_mib, parameter_count
 from variant.models.supernet import subnet_layers
-from variant.paper.numbers import load_paper_numbers, validate_numbers
+from variant.report.paper.numbers import load_paper_numbers, validate_numbers
 
 VARIANTS = {"VARiant-d16": 16, "VARiant-d8": 8, "VARiant-d4": 4, "VARiant-d2": 2}
 TABLE3_ROWS = ("VAR-d30", "VARiant-d16", "VARiant-d8", "VARiant-d2")
