@@ -395,6 +395,11 @@ def paper_check(P: dict) -> list[str]:
     return [f"{results_dir(P)}/paper_check.md", f"{results_dir(P)}/paper_check.html"]
 
 
+def findings(P: dict) -> str:
+    """The paper's behavioural claims judged on this profile's rows (`variant findings`)."""
+    return f"{results_dir(P)}/findings.md"
+
+
 # `dvc plots`: {file: (x, y)} of CSVs the report writes. Figure frames are long (one row
 # a point); Table 8 is the d x N grid of FID, one column per N.
 def plots(P: dict) -> dict[str, tuple[str, str | list[str]]]:

@@ -47,7 +47,7 @@ STAGE_CODE = {
     "profile": ["src/variant/stages/profile.py", "src/variant/sampling", "src/variant/models",
                 "src/variant/costmodel.py"],
     "report": ["src/variant/stages/report.py", "src/variant/report"],
-    "grid": ["src/variant/stages/sample.py"],
+    "grid": ["src/variant/report/grids.py", "src/variant/sampling", "src/variant/models"],
 }
 
 # The code revisions (variant/revisions.py) a stage's outputs depend on: DVC reads a

@@ -30,6 +30,7 @@ REPORT_SECTIONS = {
     "fig7_evolution": ("Sec. 6 Appendix", "6.1 Training details"),
     "table8": ("Sec. 6 Appendix", "6.3 Configuration space"),
     "paper_check": ("Paper check", "Measured vs the paper, and the paper vs itself"),
+    "findings": ("Paper check", "The paper's claims at this scale"),
 }
 IN_REPORT = {item: dict(caption=f"../report/{item}.rst", category=category, subcategory=subcategory)
              for item, (category, subcategory) in REPORT_SECTIONS.items()}
@@ -90,4 +91,29 @@ for _fig in dag.SAMPLE_GRIDS:
         shell: "variant grid {input:q} --titles {params.titles:q} --out {params.stem:q} > {log:q} 2>&1"
 
 
-REPORT_OUTPUTS = [f for files in ITEM_FILES.values() for f in files] + dag.paper_check(P)
+rule findings:
+    input: dag.quality(P)
+    output: report(dag.findings(P), **IN_REPORT["findings"])
+    params: profile=PROFILE_ARG, knobs=knobs("findings")
+    log: f"{LOGS}/report/findings.log"
+    localrule: True
+    conda: ENV
+    shell: "variant findings {params.profile:q} --quality {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+REPORT_OUTPUTS = [f for files in ITEM_FILES.values() for f in files] + dag.paper_check(P) + [dag.findings(P)]
+
+
+# `snakemake figures/pareto.pdf`: the active profile's figure under its short name. A copy:
+# each profile keeps its own under results/<profile>/figures/, which `all` builds.
+rule figure_by_name:
+    input: lambda w: f"{dag.figures_dir(P)}/{w.item}.{w.ext}"
+    output: "figures/{item}.{ext}"
+    wildcard_constraints:
+        item="|".join(item for item, (kind, _) in dag.REPORT_ITEMS.items() if kind == "figure") + "|"
+             + "|".join(dag.SAMPLE_GRIDS),
+        ext="pdf|png"
+    log: f"{LOGS}/report/figure_by_name_{{item}}.{{ext}}.log"
+    localrule: True
+    conda: ENV
+    shell: "cp {input:q} {output:q} 2> {log:q}"
