@@ -1,4 +1,5 @@
 """DVC over the tiny profile: one table reproduced, staleness by params, push and pull."""
+import csv
 import hashlib
 import re
 import subprocess
@@ -70,6 +71,14 @@ def test_repro_table2_status_push_pull(tmp_path):
     run(["dvc", "pull", "train_progressive_d4"], work)
     assert sha256(ckpt) == before
     assert ran(run(["dvc", "repro", "table2"], work).stdout) == set()
+
+    # An experiment on a params key reruns only the stages that read it, and is listed
+    # with its value; the workspace's params.yaml is left as it was.
+    out = run(["dvc", "exp", "run", "-S", "profiles.tiny.profiling.repeats=3", "table2"], work).stdout
+    assert ran(out) == {"profiling", "table2"}
+    rows = list(csv.reader(run(["dvc", "exp", "show", "--no-pager", "--csv"], work).stdout.splitlines()))
+    col = next(i for i, name in enumerate(rows[0]) if name.endswith("profiles.tiny.profiling.repeats"))
+    assert {r[col] for r in rows[1:]} >= {str(P["profiling"]["repeats"]), "3"}   # workspace and experiment
 
 
 def table2_stages() -> set[str]:

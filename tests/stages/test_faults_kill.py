@@ -37,7 +37,9 @@ from variant.util.atomic import temporaries
 from variant.util.hashing import sha256_file
 from variant.config import load_params
 
-pytestmark = pytest.mark.usefixtures("one_thread")   # the in-process fixtures: tiny models
+# SIGKILLs real stage processes and reruns them: a minute and a half, so `slow`; the in-process
+# fixtures are tiny models (one thread)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 # one thread (tiny models, 2 shared cores); a fixed commit, since README.md may be edited
 # while the tests run and git_commit() would flip to -dirty between two runs' provenance
