@@ -229,14 +229,18 @@ def test_cuda_memory_cap_gives_an_oom_row():
 
 
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_cuda_fused_kernels_and_split_attention(monkeypatch):
+def test_cuda_fused_kernels_and_split_attention():
     """The Triton kernels, the log-sum-exp merge and the matmul upsampling compute what
     the reference does: float32 lean on CUDA (graphs and all) gives its greedy tokens.
     TF32 off: with it, cuDNN's convolutions round inputs that differ in the last bits
     differently (f_hat then differs by ~2e-4)."""
+    from variant.sampling import tf32
+    with tf32(False):   # restores both flags (monkeypatch cannot: cuBLAS's is no attribute)
+        _fused_kernels_and_split_attention()
+
+
+def _fused_kernels_and_split_attention():
     from variant.sampling import attend_split
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     for dtype in (torch.bfloat16, torch.float32):
         q, k, v = (torch.randn(4, 6, n, 64, device="cuda", dtype=dtype) for n in (37, 101, 101))
