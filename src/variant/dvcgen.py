@@ -64,12 +64,13 @@ def stage_name(*parts: str) -> str:
     return "_".join(parts).replace("@", "_")
 
 
-def stage(P: dict, commands: tuple[str, ...], targets: list[str], deps=(), outs=(), extra_params=()) -> dict:
+def stage(P: dict, commands: tuple[str, ...], targets: list[str], deps=(), outs=(), extra_params=(),
+          keys=None) -> dict:
     """One DVC stage: Snakemake makes `targets`; deps are the inputs plus the commands'
-    code, params the keys the commands read that this profile sets (DVC refuses a
-    declared key the file lacks, e.g. train.compile in a profile that leaves it out)."""
+    code, params the keys the commands read (or `keys`) that this profile sets (DVC refuses
+    a declared key the file lacks, e.g. train.compile in a profile that leaves it out)."""
     missing = object()
-    keys = [k for k in dag.stage_params(*commands) if dag.lookup(P, k, missing) is not missing]
+    keys = [k for k in (keys or dag.stage_params(*commands)) if dag.lookup(P, k, missing) is not missing]
     code = list(dict.fromkeys(c for cmd in commands for c in STAGE_CODE.get(cmd, [])))
     out = {"cmd": SNAKEMAKE.format(profile=P["profile"]) + " " + " ".join(targets),
            "deps": list(dict.fromkeys([*deps, *code])),
@@ -123,7 +124,7 @@ def stages(P: dict) -> dict:
         deps += [dag.train_log(P, r) for r in dag.report_logs(P, item)]
         if "checkpoints" in extra:   # Figure 7 samples from the phase-end checkpoints
             deps += list(dict.fromkeys(dag.checkpoint_input(P, r) for _, r in dag.fig7_runs(P))) + [VAE]
-        out[item] = stage(P, ("report",), files, deps=deps, outs=small(*files))
+        out[item] = stage(P, ("report",), files, deps=deps, outs=small(*files), keys=dag.report_item_params(item))
     for item in dag.SAMPLE_GRIDS:   # Snakemake re-samples what a grid shows; DVC tracks the weights
         files = dag.report_outputs(P, item)
         ckpts = [dag.checkpoint_input(P, run) for run, _, _ in dag.sample_grid(P, item)]

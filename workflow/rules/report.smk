@@ -55,7 +55,8 @@ for _item, (_kind, _extra) in dag.REPORT_ITEMS.items():
             ckpts=list(dict.fromkeys(checkpoint_input(run) for _, run in dag.fig7_runs(P))) if _ckpts else [],
             vae=[VAE] if _ckpts else [],
         output: [report(f, **IN_REPORT[_item]) if f == SHOWN[_item] else f for f in ITEM_FILES[_item]]
-        params: item=_item, knobs=knobs("report"), profile=PROFILE_ARG,
+        params: item=_item,   # the keys this item depends on (dag.report_item_params)
+                knobs=config_hash({k: dag.lookup(P, k) for k in dag.report_item_params(_item)}), profile=PROFILE_ARG,
                 out_dir=lambda w, output: os.path.dirname(output[0]),   # the item writes only there
                 ckpts=["--checkpoints", *_ckpts, "--vae", VAE] if _ckpts else []   # tokens, each quoted
         log: f"{LOGS}/report/{_item}.log"
