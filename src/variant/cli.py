@@ -37,6 +37,9 @@ COMMANDS = {
     "profile": Command("stages.profile", "latency, memory and KV cache of sampling, as params `profiling` asks"),
     "report": Command("stages.report", "the paper's tables and figures, and the reviewer's paper check"),
     "findings": Command("stages.findings", "judge the paper's claims on a profile's quality rows"),
+    "stand-ins": Command("standins", "random-weight files of the released shapes, an ImageNet-layout folder, "
+                                     "a reference batch: to rehearse a profile"),
+    "resources": Command("util.resources", "one parquet of what each command cost, from VARIANT_RESOURCE_LOG"),
     "dvc-yaml": Command("dvcgen", "write dvc.yaml from the pipeline's DAG (or --check it)"),
     "bench sample": Command("bench.sample", "latency / memory / KV cache of sampling, one parquet row each"),
     "bench precision": Command("bench.precision",
@@ -96,15 +99,22 @@ def error_line(e: Exception) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    from variant.util.resources import Recorder
+    recorder = Recorder()
     args = build_parser(argv).parse_args(argv)
     from variant.config import reading_for
+    rc = 1   # an exception that escapes below is a crash: recorded as such
     try:
         with reading_for(args.command):   # a stage sees only the params keys dag.STAGE_PARAMS declares
             check_device(args)
-            return args.func(args)
+            rc = args.func(args)
+            return rc
     except (FileNotFoundError, ValueError) as e:   # CheckpointError, ParamsError ... are ValueErrors
         print(f"variant {args.command}: error: {error_line(e)}", file=sys.stderr)
-        return 2
+        rc = 2
+        return rc
+    finally:
+        recorder.finish(command_of(argv) or args.command, args, argv, rc or 0)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from variant.util.files import open_npz, unreadable
 from variant.util.images import ImageFiles, to_float
 
 INCEPTION = "inception-v3-compat"
+# torch.hub names a released file after the leading hex digits of its sha256
+RELEASE_SHA256_PREFIX = re.search(r"-([0-9a-f]+)\.pth$", URL_INCEPTION_V3).group(1)
 
 # -----------------------------------------------------------------------------
 # extractor weights
@@ -59,6 +62,17 @@ def check_weights(extractor: str, weights_path) -> None:
     if not (isinstance(sd, dict) and "Conv2d_1a_3x3.conv.weight" in sd and fc is not None
             and tuple(fc.shape) == (1008, 2048)):
         raise unreadable(weights_path, f"{extractor} weights file", "no Inception-v3 layers in it", fix)
+
+
+def weights_verdict(extractor: str, sha256: str) -> str:
+    """What every metric row says of the feature extractor's weights: Inception scores are
+    comparable with published ones only with torch-fidelity's released file."""
+    if extractor != INCEPTION:
+        return f"{extractor} sha256 {sha256[:12]}"
+    if sha256.startswith(RELEASE_SHA256_PREFIX):
+        return "torch-fidelity's release"
+    return (f"NOT torch-fidelity's release (sha256 {sha256[:12]}, the release's begins "
+            f"{RELEASE_SHA256_PREFIX}): not comparable with published scores")
 
 
 # -----------------------------------------------------------------------------
@@ -251,6 +265,7 @@ class ReferenceStats:
     size: tuple[int, int]      # image H, W
     extractor: str
     fid_statistics: str = COMPUTED   # where mu/sigma come from: COMPUTED or STORED
+    weights: str = ""                # weights_verdict() of the extractor's weights
 
     @classmethod
     def compute(cls, reference, extractor: str = TINY, weights_path=None, device=None,

@@ -62,11 +62,12 @@ def weights_arg(input):
 
 
 def launcher(wildcards, resources):
-    """One process per GPU through torchrun on a multi-GPU node; plain otherwise. Left
-    unquoted in the command on purpose: `$(command -v variant)` must expand (torchrun wants
-    the script's path), and the string holds only constants and an int."""
+    """One process per GPU through torchrun wherever the job has GPUs (one GPU too: the
+    launch line stays the paper's); plain on CPU. Left unquoted in the command on purpose:
+    `$(command -v variant)` must expand (torchrun wants the script's path), and the string
+    holds only constants and an int."""
     n = int(getattr(resources, "gpu", 0) or 0)
-    return f"torchrun --standalone --nproc-per-node={n} -- $(command -v {PY})" if n > 1 else PY
+    return f"torchrun --standalone --nproc-per-node={n} -- $(command -v {PY})" if n >= 1 else PY
 
 
 def snapshot_epochs(wildcards):

@@ -4,12 +4,14 @@
 # checks and packs them; a packed configuration no longer needs its shards.
 
 SAMPLES = dag.samples(P, "{run}", "{config}")
+# params sample.keep_samples false: deleted once every job that reads them has run
+PACKED = SAMPLES if dag.keep_samples(P) else temp(SAMPLES)
 
 if len(dag.shard_ids(P)) == 1:
 
     rule sample:
         input: var=lambda w: checkpoint_input(w.run), vae=VAE
-        output: SAMPLES
+        output: PACKED
         params: var=lambda w: checkpoint(w.run), knobs=knobs("sample"), profile=PROFILE_ARG
         log: f"{LOGS}/sample/{{run}}/{{config}}.log"
         resources: **resources("sample")
@@ -32,7 +34,7 @@ else:
     rule sample:
         input: var=lambda w: checkpoint_input(w.run),
                shards=lambda w: [dag.sample_shard(P, w.run, w.config, s) for s in dag.shard_ids(P)]
-        output: SAMPLES
+        output: PACKED
         params: var=lambda w: checkpoint(w.run), profile=PROFILE_ARG
         log: f"{LOGS}/sample/{{run}}/{{config}}.log"
         resources: **resources("default")

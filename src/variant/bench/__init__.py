@@ -27,14 +27,6 @@ def subcommand(sub, name: str, help: str | None = None) -> argparse.ArgumentPars
     return group(sub).add_parser(name, help=help, description=help)
 
 
-def params_options(p: argparse.ArgumentParser, device: bool = True) -> None:
-    """--profile/--params (the benchmark's defaults come from params.yaml) and --device."""
-    p.add_argument("--profile", default=None, help="params.yaml profile (default: its `profile` key)")
-    p.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
-    if device:
-        p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the profile's `device`)")
-
-
 def model_options(p: argparse.ArgumentParser, depth: int = 30) -> None:
     """The weights a sampling benchmark runs: random ones of --depth, or --var/--vae files."""
     p.add_argument("--depth", type=int, default=depth, help="VAR depth (random weights) unless --var is given")

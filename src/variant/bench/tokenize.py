@@ -14,12 +14,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from variant.bench import params_options, subcommand
+from variant.bench import subcommand
+from variant.options import params_options
 
 
 def add_parser(sub):
     p = subcommand(sub, "tokenize", "time a training step from tokens vs. from images (encode per step)")
-    params_options(p)
+    params_options(p, device=True)
     p.add_argument("--steps", type=int, default=10, help="timed steps of each kind (default 10)")
     p.add_argument("--batch", type=int, default=None, help="images per step (default: params train.batch_size)")
     p.set_defaults(func=_main)

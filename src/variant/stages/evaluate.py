@@ -17,6 +17,7 @@ import pandas as pd
 from variant import dag, names
 from variant.config import load_params
 from variant.metrics import compute_metrics
+from variant.options import params_options
 from variant.stages.reference import load as load_reference
 from variant.stages.sample import order_seed, pack_order
 from variant.util.atomic import write_parquet, write_text
@@ -64,7 +65,8 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
         "fid": m["fid"], "fid_ci_low": m["fid_ci_low"], "fid_ci_high": m["fid_ci_high"],
         "bootstrap": m["bootstrap"], "isc_mean": m["isc_mean"], "isc_std": m["isc_std"],
         "precision": m["precision"], "recall": m["recall"], "num_samples": m["num_generated"],
-        "extractor": m["extractor"], "fid_statistics": m["fid_statistics"], "isc_order": isc_order,
+        "extractor": m["extractor"], "extractor_weights": stats.weights, "fid_statistics": m["fid_statistics"],
+        "isc_order": isc_order,
         **provenance(params, params["sample"]["seed"], device, checkpoint_sha),
     }
     return pd.DataFrame([row])
@@ -95,8 +97,7 @@ def metrics_record(quality: pd.DataFrame) -> dict:
 
 def add_parser(sub):
     p = sub.add_parser("evaluate")
-    p.add_argument("--profile", help="params.yaml profile (default: its `profile` key)")
-    p.add_argument("--params", default="params.yaml", help="the params file; `evaluate` holds the knobs")
+    params_options(p, reads="`evaluate` holds the knobs")
     p.add_argument("--samples", required=True, help=".npz from `variant sample`")
     p.add_argument("--reference-stats", required=True, help="from `variant reference-stats`")
     p.add_argument("--reference", help="the reference input the statistics must match (checked by sha256)")

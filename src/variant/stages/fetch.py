@@ -38,7 +38,8 @@ from pathlib import Path
 
 from variant.config import DEFAULT_PARAMS, load_params
 from variant.models.checkpoint import build_vae, build_var, check_profile, read_state_dict, save_state_dict
-from variant.util.atomic import write_text
+from variant.options import params_options
+from variant.util.atomic import link_or_copy, write_text
 from variant.util.hashing import sha256_file
 
 MANIFEST = "fetch.json"
@@ -67,19 +68,6 @@ def _log(msg: str):
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
-
-def _link_or_copy(src: Path, dst: Path) -> str:
-    """dst becomes a hard link to src (a copy where links are impossible); atomic."""
-    tmp = dst.parent / f".{dst.name}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-        how = "hard link"
-    except OSError:
-        shutil.copyfile(src, tmp)
-        how = "copy"
-    os.replace(tmp, dst)
-    return how
 
 # -----------------------------------------------------------------------------
 # fetch.json
@@ -262,7 +250,7 @@ def fetch_released(cfg: dict, out_dir, *, check_load: bool = True, progress: boo
         write_manifest(out_dir, manifest)   # whatever was verified so far stays recorded
     var_file = f"var_d{cfg['model']['var']['depth']}.pth"
     for link, src in (("vae.pth", VAE_FILE), ("var.pth", var_file)):
-        how = _link_or_copy(out_dir / src, out_dir / link)
+        how = link_or_copy(out_dir / src, out_dir / link)
         manifest["files"][link] = dict(manifest["files"][src], source=f"{how} of {src}")
         _log(f"  {link} -> {src} ({how})")
     write_manifest(out_dir, manifest)
@@ -330,8 +318,7 @@ def train_extractor(cfg: dict, data_dir, out, log=_log) -> dict:
 
 
 def _common(p):
-    p.add_argument("--profile", default=None, help="params.yaml profile (default: its `profile` key)")
-    p.add_argument("--params", default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
+    params_options(p)
 
 
 def add_parser(sub):

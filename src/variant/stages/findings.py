@@ -19,6 +19,7 @@ import pandas as pd
 
 from variant import dag, names
 from variant.config import load_params
+from variant.options import params_options
 from variant.util.atomic import write_text
 from variant.util.files import require_file
 
@@ -113,14 +114,16 @@ def claims(P: dict, quality: pd.DataFrame) -> list[dict]:
     out.append(_claim("Table 8: quality grows with the subnet depth d",
                       "At every N, the deeper supernet's subnet has the lower FID.", lines))
     lines = [(f"d={d}: N={bridges[0]} vs N={bridges[-1]}", q(names.progressive(d), dag.grid_config(P, d, bridges[0])),
-              q(names.progressive(d), dag.grid_config(P, d, bridges[-1]))) for d in depths]
+              q(names.progressive(d), dag.grid_config(P, d, bridges[-1]))) if len(bridges) > 1
+             else (f"d={d}: needs two values of N in sample.bridges", None, None) for d in depths]
     out.append(_claim("Table 8: quality grows with the bridge N",
                       f"For every d, N={bridges[-1]} has a lower FID than N={bridges[0]}.", lines))
     lines = []
     for d in depths:
         f = [q(names.progressive(d), dag.grid_config(P, d, n)) for n in bridges]
-        if None in f:
-            lines.append((f"d={d}", None, None))
+        if None in f or len(f) < 3:
+            lines.append((f"d={d}" + ("" if len(f) > 2 else ": needs three values of N in sample.bridges"),
+                          None, None))
             continue
         first, last = gain(f[0], f[1]), gain(f[-2], f[-1])
         # the first step of N gains more than the last: (first - last) > 0
@@ -147,8 +150,7 @@ def render(P: dict, quality: pd.DataFrame) -> str:
 
 def add_parser(sub):
     p = sub.add_parser("findings")
-    p.add_argument("--profile", help="params.yaml profile (default: its `profile` key)")
-    p.add_argument("--params", default="params.yaml", help="the params file: which runs the claims compare")
+    params_options(p, reads="which runs the claims compare")
     p.add_argument("--quality", required=True, help="quality.parquet of `variant collect`")
     p.add_argument("--out", required=True, help="Markdown file to write")
     p.set_defaults(func=_main)

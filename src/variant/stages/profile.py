@@ -33,6 +33,7 @@ import torch
 from variant.costmodel import REFERENCE, KVAccounting, VARShape, flops, kv_cache_bytes
 from variant.models import VAR, VQVAE
 from variant.models.supernet import Subnet
+from variant.options import params_options
 from variant.sampling import PRECISIONS, LeanSampler, default_precision, generate, tf32
 from variant.util.atomic import write_parquet
 from variant.util.provenance import device_name, git_commit
@@ -389,8 +390,7 @@ def run_profile(P: dict, var_path, vae_path, out, device: str | None = None) -> 
 
 def add_parser(sub):
     p = sub.add_parser("profile")
-    p.add_argument("--profile", default=None, help="params.yaml profile (default: its `profile` key)")
-    p.add_argument("--params", default="params.yaml", help="the params file; `profiling` says what to measure")
+    params_options(p, reads="`profiling` says what to measure")
     p.add_argument("--var", required=True, help="the profile's VAR checkpoint")
     p.add_argument("--vae", required=True, help="its VQVAE checkpoint")
     p.add_argument("--out", required=True, help="parquet file, one row per (mode, configuration, batch)")

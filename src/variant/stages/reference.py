@@ -35,13 +35,14 @@ import numpy as np
 import torch
 
 from variant import revisions
+from variant.options import params_options
 from variant.util.atomic import atomic_path, write_text
 from variant.config import load_params
 from variant.util.devices import resolve_device
 from variant.util.files import no_such_file, open_npz, require_file, unreadable
 from variant.util.hashing import sha256_file, sha256_files
 from variant.metrics import (COMPUTED, INCEPTION, STORED, ReferenceStats, check_weights, fid_statistics_to_metric,
-                      inception_weights_location)
+                             inception_weights_location, weights_verdict)
 
 FORMAT = revisions.REFERENCE_STATS
 REFERENCE_INPUT = "--reference: the reference images, an .npz (arr_0) or a directory of PNGs"
@@ -107,7 +108,7 @@ def build(params: dict, reference, out, weights=None, device=None) -> dict:
                                          False)[torch_fidelity.KEY_METRIC_FID]
         stats = dataclasses.replace(stats, mu=stored["mu"], sigma=stored["sigma"], fid_statistics=STORED)
     meta = {"format": FORMAT, "extractor": extractor, "reference": str(reference), "reference_sha256": ref_sha,
-            "weights_sha256": sha256_file(weights_path),
+            "weights_sha256": (wsha := sha256_file(weights_path)), "weights": weights_verdict(extractor, wsha),
             "num_images": len(stats.features), "image_size": list(stats.size),
             "feature_dim": int(stats.features.shape[1]), "torch_fidelity": torch_fidelity.__version__,
             "fid_statistics": stats.fid_statistics, "fid_statistics_why": why,
@@ -152,13 +153,12 @@ def load(path, extractor: str, reference=None, weights=None) -> ReferenceStats:
     if meta.get("fid_statistics") not in (COMPUTED, STORED):
         raise ValueError(f"{path}: records no known fid_statistics ({meta.get('fid_statistics')!r}){rerun}")
     return ReferenceStats(torch.from_numpy(features), mu, sigma, tuple(meta["image_size"]), extractor,
-                          meta["fid_statistics"])
+                          meta["fid_statistics"], weights_verdict(extractor, wsha))
 
 
 def add_parser(sub):
     p = sub.add_parser("reference-stats")
-    p.add_argument("--profile", help="params.yaml profile (default: its `profile` key)")
-    p.add_argument("--params", default="params.yaml", help="the params file; `evaluate.extractor` names the features")
+    params_options(p, reads="`evaluate.extractor` names the features")
     p.add_argument("--reference", required=True, help="reference images: .npz (arr_0) or a directory of PNGs")
     p.add_argument("--weights", help="feature-extractor weights (tiny profile; default: torch-fidelity's Inception)")
     p.add_argument("--out", required=True, help="stats .npz (a .json record is written beside it)")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from variant import dag
 from variant.config import load_params
+from variant.options import params_options
 
 PAPER_CHECK_READS = ("quality", "profiling")   # it compares the tables' values
 
@@ -54,8 +55,7 @@ def load_inputs(args, cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
 
 def add_parser(sub):
     p = sub.add_parser("report")   # its one-line help: variant.cli.COMMANDS
-    p.add_argument("--profile", help="params.yaml profile (default: its `profile` key)")
-    p.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    params_options(p)
     p.add_argument("--only", help="one table or figure of variant.dag.REPORT_ITEMS, or paper_check "
                                   "(default: everything)")
     p.add_argument("--quality", help="the quality rows (default: results/P/quality.parquet, read only if used)")

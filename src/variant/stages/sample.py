@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from variant import dag, names
+from variant.options import params_options
 from variant.util.atomic import atomic_path
 from variant.models.checkpoint import check_profile, load_models
 from variant.config import load_params
@@ -228,8 +229,7 @@ def pack(params: dict, var_path, config: str, out, checkpoint_sha256: str | None
 
 def add_parser(sub):
     p = sub.add_parser("sample")
-    p.add_argument("--profile", help="params.yaml profile (default: its `profile` key)")
-    p.add_argument("--params", default="params.yaml", help="the params file; `sample` holds the knobs")
+    params_options(p, reads="`sample` holds the knobs")
     p.add_argument("--var", required=True, help="VAR checkpoint (reference key layout)")
     p.add_argument("--vae", help="VQVAE checkpoint (not needed with --pack)")
     p.add_argument("--config", required=True, help="full | d<d>_N<N> | d<d>_S<k>-<k>...")

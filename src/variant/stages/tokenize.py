@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from variant.options import params_options
 from variant.util.atomic import torch_save, write_text
 from variant.util.files import unreadable
 from variant.util.hashing import sha256_file
@@ -347,8 +348,7 @@ class TokenDataset:
 
 def add_parser(sub):
     p = sub.add_parser("tokenize", help="tokenise the training set once (token shards + index.json)")
-    p.add_argument("--profile", default=None, help="params.yaml profile (default: its `profile` key)")
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    params_options(p)
     p.add_argument("--vae", required=True, help="VQVAE checkpoint (reference layout)")
     p.add_argument("--data", required=True, help="ImageFolder directory of training images")
     p.add_argument("--out", required=True, help="output directory, e.g. artifacts/P/tokens/train")

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 from variant.models.supernet import Subnet
+from variant.options import params_options
 from variant.stages.tokenize import TokenDataset, progress
 from variant.training.distributed import DistInfo, init_distributed
 from variant.training.live import LiveLog
@@ -41,7 +42,7 @@ from variant.training.params import TrainParams
 from variant.training.schedule import draw_subnet, epoch_order, run_bridge, run_probability, training_run
 from variant.training.state import load_state, restore, save_state
 from variant.training.step import StepRunner, compile_blocks, enable_activation_checkpointing, make_optimizer
-from variant.util.atomic import atomic_path
+from variant.util.atomic import link_or_copy
 from variant.util.hashing import sha256_file
 
 LOG_COLUMNS = ["run", "step", "epoch", "subnet_prob", "used_subnet", "loss", "loss_full",
@@ -144,9 +145,11 @@ class Plan:
 
 
 def plan_steps(ds: TokenDataset, global_batch: int, info: DistInfo, options: TrainOptions,
-               phases, tokens) -> Plan:
+               phases, tokens, micro_batch: int | None = None) -> Plan:
+    """micro_batch: params train.micro_batch, the most a process runs at once (--micro-batch
+    sets it exactly)."""
     G = global_batch
-    micro = options.micro_batch or G // info.world
+    micro = options.micro_batch or min(micro_batch or G // info.world, max(G // info.world, 1))
     if micro < 1 or G % (info.world * micro):
         raise ValueError(f"global batch {G} is not {info.world} process(es) x micro-batch {micro} x "
                          "an integer accumulation")
@@ -266,8 +269,7 @@ class Session:
         state = self.paths.state
         if self.info.main:
             for e in self.options.snapshot_epochs if self.paths.snapshot_dir is not None else ():
-                with atomic_path(Path(self.paths.snapshot_dir) / f"e{e}.pth") as tmp:
-                    shutil.copyfile(self.paths.kept_snapshot(e), tmp)
+                link_or_copy(self.paths.kept_snapshot(e), Path(self.paths.snapshot_dir) / f"e{e}.pth")
             sha = save_state_dict(self.model, self.paths.out)
             self.write_log(sha)
             self.say(f"{self.paths.out}: sha256 {sha}")
@@ -307,7 +309,7 @@ def train(params: TrainParams, run_name: str, paths: TrainPaths, options: TrainO
     ds, vae_sha = open_tokens(paths, params)
     model, quant = build_models(paths, params, options, ds, info.device)
     subnet = Subnet(model.depth, run.subnet_depth, run_bridge(run, params.bridge), model.num_scales)
-    plan = plan_steps(ds, params.batch_size, info, options, phases, paths.tokens)
+    plan = plan_steps(ds, params.batch_size, info, options, phases, paths.tokens, params.micro_batch)
     bad = [e for e in options.snapshot_epochs if not 1 <= e <= plan.epochs]
     if bad:
         raise ValueError(f"{run_name}: snapshot epoch {bad[0]} is outside 1..{plan.epochs}")
@@ -355,8 +357,7 @@ def train(params: TrainParams, run_name: str, paths: TrainPaths, options: TrainO
 
 def add_parser(sub):
     p = sub.add_parser("train", help="progressive supernet training (Algorithm 1) and baselines")
-    p.add_argument("--profile", default=None, help="params.yaml profile (default: its `profile` key)")
-    p.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    params_options(p)
     p.add_argument("--run", required=True, help="progressive_d<d> | fixed_p<p>_d<d> | skipall_d<d>")
     p.add_argument("--init", required=True, help="pretrained VAR checkpoint")
     p.add_argument("--vae", required=True, help="the VQVAE the tokens were made with")

@@ -32,6 +32,7 @@ class TrainParams:
     mixup_alpha: float = 0.0
     randaugment: tuple[int, int] | None = None   # the tokens must have been made with the same
     compile: bool | None = None   # torch.compile the blocks; None: on CUDA only
+    micro_batch: int | None = None   # samples a process runs at once, at most; None: its whole share
     params_file: str = "params"   # named in errors
 
     @classmethod
@@ -50,7 +51,7 @@ class TrainParams:
                    checkpoint_every=int(t["checkpoint_every"]),
                    mixup_alpha=float(augment.get("mixup_alpha") or 0.0),
                    randaugment=None if ra is None else tuple(ra), compile=t.get("compile"),
-                   params_file=str(params_file))
+                   micro_batch=t.get("micro_batch"), params_file=str(params_file))
 
     def run_phases(self, run: names.Run, override=None) -> tuple[int, int, int]:
         """The run's epochs per phase, checked. A phase may be empty (snapshot runs stop after

@@ -6,6 +6,7 @@ since one job owns each output."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +53,19 @@ def atomic_path(path, suffix: str = ".tmp"):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def link_or_copy(src, dst) -> str:
+    """Publish dst as a hard link to src (no second copy of a multi-GB file on disk), a copy
+    where links are impossible (another file system); atomically either way."""
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+            return "hard link"
+        except OSError:
+            shutil.copyfile(src, tmp)
+            return "copy"
 
 
 def write_text(path, text: str) -> None:
