@@ -2,8 +2,6 @@
 params: each is refused through the CLI with one line naming the file or key, exit 2, no
 traceback, and nothing written where the output would go."""
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import small_var
+from conftest import cli_main, small_var
 from test_reference import ref  # noqa: F401  (fixture: extractor, reference stats, 50 samples)
 from test_sample_stage import fake_shards
 from test_train import setup as train_setup  # noqa: F401  (fixture: images, VAR/VQVAE, tokens)
@@ -27,8 +25,8 @@ pytestmark = pytest.mark.fault
 
 
 def variant(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "variant.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd)
+    """`variant ARGS` from the repository root, in this process (the message and status)."""
+    return cli_main(*args, cwd=cwd)
 
 
 def refused(r, command: str, *needles, nothing_at=()):

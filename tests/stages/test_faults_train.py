@@ -1,15 +1,12 @@
 """`variant train` on bad inputs, as a user runs it: each is refused with one line naming
 the file or key (exit 2, nothing written), or, for a resume state that cannot be resumed,
 set aside with one line while training starts afresh."""
-import os
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 import torch
 import yaml
 
+from conftest import cli_main
 from test_train import ROOT, run, setup  # noqa: F401  (setup: the tiny tokens and models)
 from variant.models.checkpoint import read_state_dict, save_state_dict
 from variant.config import load_params
@@ -37,9 +34,7 @@ def variant_train(setup, out_dir, params, *extra, run_name="progressive_d4", ini
             "--init", str(init or setup / "var.pth"), "--vae", str(setup / "vae.pth"),
             "--tokens", str(setup / "tokens"), "--out", str(out_dir / "out.pth"),
             "--log", str(out_dir / "log.parquet"), *extra]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}   # tiny models: one thread is fastest
-    return subprocess.run([sys.executable, "-m", "variant.cli", *args], capture_output=True, text=True,
-                          env=env)
+    return cli_main(*args)   # in this process: one thread (one_thread), as OMP_NUM_THREADS=1 did
 
 
 def assert_refused(r, out_dir, *named):

@@ -16,7 +16,7 @@ import pytest
 import torch
 from huggingface_hub import constants as hf_constants
 
-from conftest import small_vae, small_var
+from conftest import cli_main, small_vae, small_var
 from variant.stages import fetch
 from variant.models.checkpoint import build_vae, build_var, load_models, read_state_dict, save_state_dict, sha256_file
 from variant.config import load_params
@@ -271,7 +271,14 @@ def test_quantize_train_matches_the_tokenizer():
 # make-data and the CLI
 
 
-def variant(*args, cwd=REPO, env=None):
+def variant(*args, cwd=REPO):
+    """`variant ARGS` in this process: the error line and exit status."""
+    return cli_main(*args, cwd=cwd)
+
+
+def variant_process(*args, cwd=REPO, env=None):
+    """`variant ARGS` in a process of its own, for what only its environment sets
+    (huggingface_hub reads HF_HUB_OFFLINE and HF_HOME when it is imported)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "variant.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=env)
@@ -309,8 +316,8 @@ def test_cli_refuses_paper_make_data_in_one_line(tmp_path):
 
 def test_cli_paper_fetch_offline_fails_at_once_naming_each_file(tmp_path):
     t0 = time.perf_counter()
-    r = variant("fetch", "--profile", "paper", "--out-dir", str(tmp_path / "p"), "--no-progress",
-                env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    r = variant_process("fetch", "--profile", "paper", "--out-dir", str(tmp_path / "p"), "--no-progress",
+                        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert r.returncode == 2 and "Traceback" not in r.stderr and time.perf_counter() - t0 < 60
     line = r.stderr.strip().splitlines()[-1]
     cfg = load_params(PARAMS, "paper", {"data.root": "unused"})

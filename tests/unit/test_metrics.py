@@ -21,7 +21,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     make_synthetic_dataset(root / "train", per_class=100, seed=0)
     make_synthetic_dataset(root / "heldout", per_class=30, seed=1)
-    info = train_feature_extractor(root / "train", root / "fe.pt", epochs=15, seed=0)
+    info = train_feature_extractor(root / "train", root / "fe.pt", epochs=10, seed=0)   # held-out accuracy 0.84
     real, _ = load_images(root / "train")
     return {"root": root, "weights": root / "fe.pt", "info": info, "real": real}
 

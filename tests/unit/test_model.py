@@ -315,3 +315,19 @@ def test_requests_that_cannot_be_sampled_are_refused(mode):
         generate(var, vae, labels, prefix=tokens, mode=mode)              # nothing left to sample
     with pytest.raises(ValueError, match="one layer set"):                # scale 1 runs 2 layers
         generate(var, vae, labels, var.subnet(2, 1), prefix=tokens[:2], mode=mode)
+
+
+def test_compiled_blocks_do_not_recompile_per_drop_path_rate():
+    """Each block has its own rate (linear over depth); torch.compile must not specialise on
+    it: one graph for the first block (rate 0, no mask) and one for all the others. Once
+    past torch's recompile limit (8) the remaining blocks would silently run uncompiled."""
+    import torch._dynamo.testing
+    torch._dynamo.reset()
+    var = VAR(depth=10, width=32, num_heads=2, num_classes=4, vocab_size=16, cvae=4, patch_nums=(1, 2, 3),
+              drop_path_rate=0.1).train()
+    counter = torch._dynamo.testing.CompileCounter()
+    for block in var.blocks:
+        block.compile(backend=counter)
+    var(torch.tensor([0, 1]), torch.randn(2, var.L - var.first_l, 4)).sum().backward()
+    assert len({b.drop_path for b in var.blocks}) == 10
+    assert counter.frame_count == 2

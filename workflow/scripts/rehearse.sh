@@ -8,8 +8,8 @@
 # in the released layout, 1,000 ImageNet-layout class folders of JPEGs, an ADM-layout
 # reference batch, torch-fidelity's Inception with random weights); the progressive run,
 # sent SIGTERM (as SLURM pre-empts) once it has trained a few steps, then resumed; the rest
-# of the DAG. GPU_JOBS jobs share the GPU (default 2: a d30 training and a d30 sampler fit
-# together in 141 GB).
+# of the DAG. GPU_JOBS jobs share the GPU (default 1: a d30 training takes 72 GiB, and two
+# at once also hold two resume states on disk).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=${1:-.rehearsal}
@@ -18,7 +18,7 @@ work=$(cd "$work" && pwd)
 data=$work/imagenet-train
 export TORCH_HOME=$work/torch-home                         # the Inception stand-in's hub cache
 export VARIANT_RESOURCE_LOG=$PWD/results/rehearsal/stages.jsonl
-smk=(python3 -m snakemake --cores "${CORES:-16}" --resources gpu="${GPU_JOBS:-2}" --keep-going
+smk=(python3 -m snakemake --cores "${CORES:-16}" --resources gpu="${GPU_JOBS:-1}" --keep-going
      --rerun-incomplete)
 cfg=(--config profile=rehearsal data_root="$data")   # after the targets: --config takes every word
 step() { echo "== $(date -u +%H:%M:%S) $*"; }

@@ -106,14 +106,12 @@ class FFN(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
-def drop_path(x, p: float, training: bool):
-    """Stochastic depth: in training, zero each sample's branch with probability p and scale
-    the kept ones by 1 / (1 - p); the identity otherwise. The mask is one tensor op on x's
-    device (no Python randomness, no sync), so it also runs inside a compiled block."""
-    if p == 0.0 or not training:
-        return x
-    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
-    return x * keep.div_(1 - p)
+def drop_path(x, keep_prob: torch.Tensor):
+    """Stochastic depth: keep each sample's branch with probability keep_prob (a 0-d
+    tensor), scaled by 1 / keep_prob, else zero it. The mask is one tensor op on x's device
+    (no Python randomness, no sync), so it also runs inside a compiled block."""
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep_prob)
+    return x * keep.div_(keep_prob)
 
 
 class AdaLN(NamedTuple):
@@ -132,13 +130,17 @@ class AdaLNBlock(nn.Module):
 
     drop_path: probability of dropping each residual branch of a sample in training (the
     reference's stochastic depth), over whatever tokens of it the block is given (a subnet
-    step passes only the scales that run this layer). A plain float: no state dict key."""
+    step passes only the scales that run this layer). A plain float: no state dict key.
+    forward() branches on the bool `drops` and masks with the 0-d buffer `keep_prob`, never
+    the float: torch.compile guards on Python numbers, and 30 blocks of distinct rates
+    would each recompile (past its limit of 8: the rest run uncompiled)."""
 
     def __init__(self, width, num_heads, mlp_ratio=4.0, shared_aln=False, attn_l2_norm=True,
                  norm_eps=1e-6, drop_path=0.0):
         super().__init__()
         self.width = width
-        self.drop_path = float(drop_path)
+        self.register_buffer("keep_prob", torch.ones(()), persistent=False)
+        self.set_drop_path(drop_path)
         self.attn = SelfAttention(width, num_heads, attn_l2_norm)
         self.ffn = FFN(width, round(width * mlp_ratio))
         self.ln_wo_grad = nn.LayerNorm(width, eps=norm_eps, elementwise_affine=False)
@@ -161,13 +163,26 @@ class AdaLNBlock(nn.Module):
             g1, g2, s1, s2, b1, b2 = (t.to(dtype) for t in (g1, g2, s1, s2, b1, b2))
         return AdaLN(b1, s1.add(1), g1, b2, s2.add(1), g2)
 
+    def set_drop_path(self, p: float) -> None:
+        self.drop_path, self.drops = float(p), p > 0
+        self.keep_prob.fill_(1 - self.drop_path)
+
+    def _apply(self, fn, *args, **kwargs):
+        # after .double()/.to(dtype), 1 - p rounded once into the new dtype, as a Python
+        # float would be, not a rounding of the old dtype's value
+        out = super()._apply(fn, *args, **kwargs)
+        self.keep_prob.fill_(1 - self.drop_path)
+        return out
+
     def forward(self, x, cond, attn_mask=None, kv_cache=None, scales=None):
         m = self.ada_terms(cond)
         h = self.ln_wo_grad(x).mul(m.scale1).add(m.shift1)
-        p, training = self.drop_path, self.training
-        x = x + drop_path(self.attn(h, attn_mask, kv_cache, scales).mul(m.gamma1), p, training)
+        drop = self.drops and self.training
+        a = self.attn(h, attn_mask, kv_cache, scales).mul(m.gamma1)
+        x = x + (drop_path(a, self.keep_prob) if drop else a)
         h = self.ln_wo_grad(x).mul(m.scale2).add(m.shift2)
-        return x + drop_path(self.ffn(h).mul(m.gamma2), p, training)
+        f = self.ffn(h).mul(m.gamma2)
+        return x + (drop_path(f, self.keep_prob) if drop else f)
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -244,7 +259,7 @@ class VAR(nn.Module):
         self.drop_path_rate = float(rate)
         rates = torch.linspace(0, rate, self.depth, dtype=torch.float64, device="cpu").tolist()
         for block, p in zip(self.blocks, rates):
-            block.drop_path = p
+            block.set_drop_path(p)
 
     # ---- pieces shared by teacher forcing and sampling --------------------------------
     @property

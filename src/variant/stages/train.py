@@ -42,7 +42,7 @@ from variant.training.params import TrainParams
 from variant.training.schedule import draw_subnet, epoch_order, run_bridge, run_probability, training_run
 from variant.training.state import load_state, restore, save_state
 from variant.training.step import StepRunner, compile_blocks, enable_activation_checkpointing, make_optimizer
-from variant.util.atomic import link_or_copy
+from variant.util.atomic import link_or_copy, temporaries
 from variant.util.hashing import sha256_file
 
 LOG_COLUMNS = ["run", "step", "epoch", "subnet_prob", "used_subnet", "loss", "loss_full",
@@ -276,6 +276,8 @@ class Session:
             # both outputs are in place (atomically): the state and its snapshots are spent,
             # and a rerun (a params edit, --force) trains afresh
             state.unlink(missing_ok=True)
+            for partial in temporaries(state):   # a save cut short by SIGKILL: 24 GB at d30
+                partial.unlink(missing_ok=True)
             shutil.rmtree(state.parent / "snapshots", ignore_errors=True)
             with contextlib.suppress(OSError):   # kept when set-aside states lie there
                 state.parent.rmdir()
