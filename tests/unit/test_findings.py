@@ -73,3 +73,20 @@ def test_command_writes_markdown_and_names_a_missing_file(tmp_path, capsys):
     assert main(["findings", "--profile", "tiny", "--quality", str(tmp_path / "nope.parquet"),
                  "--out", str(tmp_path / "g.md")]) == 2
     assert "nope.parquet" in capsys.readouterr().err
+
+
+def test_one_bridge_value_makes_the_n_claims_inconclusive_not_a_crash():
+    one = load_params("params.yaml", "tiny", overrides={"sample.bridges": [6]})
+    rows = [{"run": run, "config": cfg, "fid": as_the_paper_says(run, cfg), "num_samples": 100, "bootstrap": 50}
+            for run, cfgs in dag.runs_and_configs(one).items() for cfg in cfgs]
+    df = pd.DataFrame(rows)
+    df["fid_ci_low"], df["fid_ci_high"] = df["fid"] - 0.1, df["fid"] + 0.1
+    by_title = {c["title"]: c for c in claims(one, df)}
+    diminishing = by_title["Table 8: diminishing returns in N"]
+    grows = by_title["Table 8: quality grows with the bridge N"]
+    depths = one["train"]["subnet_depths"]
+    for claim, needs in ((diminishing, "needs three values of N"), (grows, "needs two values of N")):
+        assert claim["verdict"] == "inconclusive (configurations not run)"
+        assert len(claim["rows"]) == len(depths) and all(needs in row for row in claim["rows"])
+    # the claims that need one N only are still judged on these rows
+    assert by_title["Table 8: quality grows with the subnet depth d"]["verdict"] == "reproduced"

@@ -355,3 +355,19 @@ def test_sample_grid_shows_the_first_generated_image_of_each_class(tmp_path):
     sample_grid(files, ["shuffled", "class-sorted"], tmp_path / "grid")
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "grid.pdf").is_file()
     assert main(["grid", *files, "--titles", "only one", "--out", str(tmp_path / "g")]) == 2   # 2 files, 1 title
+
+
+def test_table5_without_skip_all_runs_has_the_header_alone():
+    from variant.report.tables import to_latex, to_markdown
+    cfg = load_params(REPO / "params.yaml", "tiny", overrides=TINY | {"train.skip_all_depths": []})
+    assert not any(run.startswith("skipall") for run in dag.runs_and_configs(cfg))
+    r = Results.from_frames(cfg, quality_rows(cfg), profiling_rows(cfg), training_logs(cfg))
+    table = build_tables(r, only="table5")["table5"]
+    columns = ["Design", "Subnet FID", "Subnet IS", "Full Network FID", "Full Network IS"]
+    assert list(table.frame().columns) == columns and table.frame().empty and table.measured == []
+    md = to_markdown(table).splitlines()
+    rows = [line for line in md if line.startswith("|")]
+    assert rows == ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] * 5) + "|"]
+    tex = to_latex(table)
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    assert body.strip() == "" and "Full Network FID" in tex
