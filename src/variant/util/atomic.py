@@ -58,6 +58,8 @@ def atomic_path(path, suffix: str = ".tmp"):
 def link_or_copy(src, dst) -> str:
     """Publish dst as a hard link to src (no second copy of a multi-GB file on disk), a copy
     where links are impossible (another file system); atomically either way."""
+    if Path(dst).exists() and os.path.samefile(src, dst):
+        return "hard link"   # already published: a rename onto its own link would keep the temporary
     with atomic_path(dst) as tmp:
         tmp.unlink()
         try:
