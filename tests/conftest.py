@@ -50,6 +50,19 @@ def one_thread_per_process():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hash_cache(tmp_path_factory):
+    """Remembered sha256s (variant.util.hashing) go to this session's temporary folder, not
+    the user's ~/.cache; subprocesses inherit it."""
+    old = os.environ.get("VARIANT_CACHE")
+    os.environ["VARIANT_CACHE"] = str(tmp_path_factory.mktemp("variant-cache"))
+    yield
+    if old is None:
+        os.environ.pop("VARIANT_CACHE")
+    else:
+        os.environ["VARIANT_CACHE"] = old
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models: one thread is fastest, and two threads on a busy 2-core box crawl."""

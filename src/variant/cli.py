@@ -101,10 +101,14 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     from variant.util.resources import Recorder
     recorder = Recorder()
-    args = build_parser(argv).parse_args(argv)
-    from variant.config import reading_for
-    rc = 1   # an exception that escapes below is a crash: recorded as such
+    args, rc = None, 1   # an exception that escapes below is a crash: recorded as such
     try:
+        try:
+            args = build_parser(argv).parse_args(argv)
+        except SystemExit as e:   # a usage error (2) or --help (0): recorded too
+            rc = e.code if isinstance(e.code, int) else 2
+            raise
+        from variant.config import reading_for
         with reading_for(args.command):   # a stage sees only the params keys dag.STAGE_PARAMS declares
             check_device(args)
             rc = args.func(args)
@@ -114,7 +118,8 @@ def main(argv=None) -> int:
         rc = 2
         return rc
     finally:
-        recorder.finish(command_of(argv) or args.command, args, argv, rc or 0)
+        recorder.finish(command_of(argv) or getattr(args, "command", None) or " ".join(argv[:1]),
+                        args, argv, rc or 0)
 
 
 if __name__ == "__main__":

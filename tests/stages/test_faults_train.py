@@ -153,3 +153,21 @@ def test_the_attention_mask_may_hold_minus_infinity_but_not_nan(setup, tmp_path)
     save_state_dict(sd, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="bad.pth: tensor 'attn_bias_for_masking' holds NaN"):
         read_state_dict(tmp_path / "bad.pth")
+
+
+def test_the_resume_state_is_written_without_zip_checksums_and_checkpoints_with_them(setup, tmp_path):
+    """A d30 state is 24 GB and torch's CRC32 runs at a few hundred MB/s: the state goes
+    without (it still loads), the published checkpoint keeps them for other tools."""
+    import zipfile
+    cfg = load_params(write_params(tmp_path / "p.yaml"), "tiny")
+    assert not run(setup, tmp_path, cfg=cfg, phases=None, stop_after=3)["finished"]
+    state = tmp_path / "state" / "state.pt"
+    with zipfile.ZipFile(state) as z:
+        data = [i for i in z.infolist() if "/data/" in i.filename]
+        assert data and all(i.CRC == 0 for i in data)
+    assert torch.load(state, weights_only=True)["step"] == 3
+    assert run(setup, tmp_path, cfg=cfg, phases=None, resume=True)["finished"]   # resumes from it
+    with zipfile.ZipFile(tmp_path / "final.pth") as z:
+        data = [i for i in z.infolist() if "/data/" in i.filename]
+        assert data and all(i.CRC != 0 for i in data)
+        assert z.testzip() is None

@@ -18,7 +18,8 @@ from huggingface_hub import constants as hf_constants
 
 from conftest import cli_main, small_vae, small_var
 from variant.stages import fetch
-from variant.models.checkpoint import build_vae, build_var, load_models, read_state_dict, save_state_dict, sha256_file
+from variant.models.checkpoint import build_vae, build_var, load_models, read_state_dict, save_state_dict
+from variant.util.hashing import sha256_file
 from variant.config import load_params
 
 REPO = Path(__file__).resolve().parents[2]

@@ -124,19 +124,22 @@ def test_a_misspelt_configuration_stops_before_the_model_loads(setup):
         stage.run_sample(P, tmp / "absent.pth", tmp / "vae.pth", "d4_N6_x", tmp / "z" / "x.npz")
 
 
-def test_each_job_hashes_the_checkpoint_once(setup, monkeypatch):
-    """Checkpoints run to gigabytes: a sampling job (shards and pack) and a pack job each
-    read the VAR file once for its sha256, the key and the packed file's record alike."""
+def test_the_checkpoint_is_read_for_its_sha256_once_across_jobs(setup, monkeypatch, tmp_path):
+    """Checkpoints run to gigabytes: the sampling job (shards and pack) reads the VAR file
+    once for its sha256, the key and the packed file's record alike, and a later job (the
+    pack job, evaluate) finds it remembered (variant.util.hashing.sha256_cached)."""
+    from variant.util import hashing
     P, tmp = setup
+    monkeypatch.setenv("VARIANT_CACHE", str(tmp_path / "cache"))   # nothing remembered yet
     calls = []
-    real = stage.sha256_file
-    monkeypatch.setattr(stage, "sha256_file", lambda p, *a: calls.append(Path(p).name) or real(p, *a))
+    real = hashing.sha256_file
+    monkeypatch.setattr(hashing, "sha256_file", lambda p, *a: calls.append(Path(p).name) or real(p, *a))
     out = tmp / "once" / "full.npz"
     stage.run_sample(P, tmp / "var.pth", tmp / "vae.pth", "full", out)
     assert calls == ["var.pth"]
     calls.clear()
     stage.pack(P, tmp / "var.pth", "full", out)
-    assert calls == ["var.pth"]
+    assert calls == []
     with np.load(out) as f:
         assert str(f["checkpoint_sha256"]) == real(tmp / "var.pth")
 

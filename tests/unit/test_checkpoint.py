@@ -43,7 +43,7 @@ def test_vqvae_statistics_of_another_scale_count_are_tolerated():
     sd = dict(golden_sd("vae.pth"))
     sd["quantize.ema_vocab_hit_SV"] = torch.zeros(10, 64)   # as if trained with 10 scales
     vae = build_vae(sd, (1, 2, 3, 4))
-    assert vae.quantize.ema_vocab_hit_SV.shape == (4, 64)
+    assert torch.equal(vae.quantize.ema_vocab_hit_SV, torch.zeros(4, 64))   # fresh statistics, not memory
 
 
 def test_missing_file(tmp_path):
@@ -92,3 +92,18 @@ def test_shape_mismatch_names_key_and_sizes():
 def test_vae_in_place_of_var_is_explained():
     with pytest.raises(CheckpointError, match="key 'pos_start' is missing, so this is not a VAR"):
         build_var(golden_sd("vae.pth"), "vae.pth")
+
+
+def test_build_var_skips_random_init_and_keeps_every_tensor_and_drop_path_buffer():
+    var = small_var(depth=4)
+    sd = var.state_dict()
+    torch.manual_seed(123)
+    state_before = torch.get_rng_state()
+    built = build_var(sd, drop_path_rate=0.3)
+    # no random initialisation ran: the global RNG was not drawn from
+    assert torch.equal(torch.get_rng_state(), state_before)
+    assert built.state_dict().keys() == sd.keys()
+    assert all(torch.equal(built.state_dict()[k], v) for k, v in sd.items())
+    fresh = VAR(**{**var_config(sd), "drop_path_rate": 0.3})   # the non-persistent buffers
+    assert [b.keep_prob.item() for b in built.blocks] == [b.keep_prob.item() for b in fresh.blocks]
+    assert [b.drops for b in built.blocks] == [False, True, True, True]

@@ -90,3 +90,17 @@ def test_one_bridge_value_makes_the_n_claims_inconclusive_not_a_crash():
         assert len(claim["rows"]) == len(depths) and all(needs in row for row in claim["rows"])
     # the claims that need one N only are still judged on these rows
     assert by_title["Table 8: quality grows with the subnet depth d"]["verdict"] == "reproduced"
+
+
+def test_bridges_of_only_n_equal_k_leave_the_n_and_d_claims_inconclusive():
+    """N = K is the full network for every d: nothing of Table 8 can be compared."""
+    K = dag.num_scales(P)
+    only_k = load_params("params.yaml", "tiny", overrides={"sample.bridges": [K]})
+    rows = [{"run": run, "config": cfg, "fid": as_the_paper_says(run, cfg), "num_samples": 100, "bootstrap": 50}
+            for run, cfgs in dag.runs_and_configs(only_k).items() for cfg in cfgs]
+    df = pd.DataFrame(rows)
+    df["fid_ci_low"], df["fid_ci_high"] = df["fid"] - 0.1, df["fid"] + 0.1
+    by_title = {c["title"]: c for c in claims(only_k, df)}
+    assert by_title["Table 8: quality grows with the subnet depth d"]["verdict"].startswith("inconclusive")
+    assert by_title["Table 8: quality grows with the bridge N"]["verdict"] == "inconclusive (configurations not run)"
+    assert by_title["Table 1: early scales need depth, late scales do not"]["verdict"] == "reproduced"

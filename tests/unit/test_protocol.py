@@ -12,7 +12,7 @@ from torch_fidelity.metric_fid import fid_statistics_to_metric
 
 from variant.stages import reference
 from variant.stages import sample as stage
-from variant.models.checkpoint import sha256_file
+from variant.util.hashing import sha256_file
 from variant.cli import main
 from variant.config import load_params
 from variant.tiny.data import make_synthetic_dataset

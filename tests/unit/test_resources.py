@@ -89,3 +89,11 @@ def test_resources_names_a_missing_log(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and str(missing) in r.stderr
     assert r.stderr.startswith("variant resources: error:") and "no such file" in r.stderr
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_a_usage_error_is_recorded_too(tmp_path):
+    log = tmp_path / "r.jsonl"
+    r = cli_main("sample", "--no-such-option", cwd=REPO, env={ENV: log})
+    assert r.returncode == 2 and "the following arguments are required" in r.stderr
+    [row] = lines(log)
+    assert row["stage"] == "sample" and row["rc"] == 2 and row["argv"] == "sample --no-such-option"

@@ -44,3 +44,34 @@ def test_require_file_names_the_file_and_what_it_is_for(tmp_path):
         require_file(tmp_path / "none.pth", "--var: the VAR")
     with pytest.raises(FileNotFoundError, match="no such file"):
         require_file(tmp_path, "a directory is not a file")
+
+
+def test_sha256_cached_reads_a_file_once_and_again_after_it_changes(tmp_path, monkeypatch):
+    from variant.util import hashing
+    monkeypatch.setenv("VARIANT_CACHE", str(tmp_path / "cache"))
+    reads = []
+    monkeypatch.setattr(hashing, "sha256_file", lambda p, real=hashing.sha256_file: reads.append(p) or real(p))
+    f = tmp_path / "ckpt.pth"
+    f.write_bytes(b"weights " * 1000)
+    want = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert hashing.sha256_cached(f) == want and hashing.sha256_cached(f) == want and len(reads) == 1
+    link = tmp_path / "published.pth"           # a hard link is the same file: no second read
+    link.hardlink_to(f)
+    assert hashing.sha256_cached(link) == want and len(reads) == 1
+    new = tmp_path / "new.pth"                  # replaced by a rename: a new inode, hashed afresh
+    new.write_bytes(b"other weights")
+    new.replace(f)
+    assert hashing.sha256_cached(f) == hashlib.sha256(b"other weights").hexdigest() and len(reads) == 2
+    with open(f, "ab") as fh:                   # edited in place: size and mtime change
+        fh.write(b"!")
+    assert hashing.sha256_cached(f) == hashlib.sha256(b"other weights!").hexdigest() and len(reads) == 3
+
+
+def test_sha256_cached_works_without_a_writable_cache(tmp_path, monkeypatch):
+    from variant.util.hashing import sha256_cached
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("VARIANT_CACHE", str(blocker))
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"abc")
+    assert sha256_cached(f) == sha256_cached(f) == hashlib.sha256(b"abc").hexdigest()

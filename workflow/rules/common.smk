@@ -67,7 +67,13 @@ def launcher(wildcards, resources):
     `$(command -v variant)` must expand (torchrun wants the script's path), and the string
     holds only constants and an int."""
     n = int(getattr(resources, "gpu", 0) or 0)
-    return f"torchrun --standalone --nproc-per-node={n} -- $(command -v {PY})" if n >= 1 else PY
+    if n < 1:
+        return PY
+    # torchrun passes SIGUSR1 (sbatch --signal) on to the workers, as it does SIGTERM, and
+    # waits for their state save before killing them (its default: 30 s); torch versions
+    # without these settings ignore them
+    env = "PET_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 TORCH_ELASTIC_SHUTDOWN_TIMEOUT=600"
+    return f"{env} torchrun --standalone --nproc-per-node={n} -- $(command -v {PY})"
 
 
 def snapshot_epochs(wildcards):

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from variant.util.atomic import torch_save
-from variant.util.hashing import sha256_file
+from variant.util.hashing import sha256_cached
 from variant.models import VAR, VQVAE
 
 
@@ -158,19 +158,28 @@ def load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str
     return model
 
 
+def uninitialised(make):
+    """make() built on the meta device, then given uninitialised CPU memory: its weights
+    come from a checkpoint next, and drawing random ones for 2 B parameters takes seconds.
+    Non-persistent buffers are refilled by the modules' own _apply (see AdaLNBlock)."""
+    with torch.device("meta"):
+        module = make()
+    return module.to_empty(device="cpu")
+
+
 def build_var(sd: dict[str, torch.Tensor], source: str = "checkpoint", **overrides) -> VAR:
     """A VAR shaped like the state dict, with its weights (float32)."""
     cfg = var_config(sd, source) | overrides
-    return load_strict(VAR(**cfg), sd, source)
+    return load_strict(uninitialised(lambda: VAR(**cfg)), sd, source)
 
 
 def build_vae(sd: dict[str, torch.Tensor], patch_nums, source: str = "checkpoint", **overrides) -> VQVAE:
     cfg = vae_config(sd, source) | overrides
-    vae = VQVAE(patch_nums=tuple(patch_nums), **cfg)
+    vae = uninitialised(lambda: VQVAE(patch_nums=tuple(patch_nums), **cfg))
     hits = sd.get("quantize.ema_vocab_hit_SV")
     if hits is not None and hits.shape[0] != len(patch_nums):
         # training statistics sized by the scales the VQVAE was trained with; unused here
-        sd = dict(sd, **{"quantize.ema_vocab_hit_SV": vae.quantize.ema_vocab_hit_SV})
+        sd = dict(sd, **{"quantize.ema_vocab_hit_SV": torch.zeros_like(vae.quantize.ema_vocab_hit_SV)})
     return load_strict(vae, sd, source)
 
 
@@ -204,4 +213,4 @@ def save_state_dict(model_or_sd, path: str | os.PathLike) -> str:
     """Write atomically (a crash never leaves half a file) and return the file's sha256."""
     sd = model_or_sd.state_dict() if isinstance(model_or_sd, torch.nn.Module) else model_or_sd
     torch_save({k: v.detach().cpu() for k, v in sd.items()}, path)
-    return sha256_file(path)
+    return sha256_cached(path)   # remembered: every job that reads the file names its sha256

@@ -11,6 +11,7 @@ at that same layer, exactly what the KV-cached sampler sees.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -224,7 +225,7 @@ class VAR(nn.Module):
         self._block_masks = {}
         self.L = sum(p * p for p in self.patch_nums)
         self.first_l = self.patch_nums[0] ** 2
-        ends = torch.tensor([p * p for p in self.patch_nums]).cumsum(0).tolist()
+        ends = list(itertools.accumulate(p * p for p in self.patch_nums))
         self.scale_bounds = list(zip([0] + ends[:-1], ends))  # token range of each scale
 
         init_std = math.sqrt(1 / width / 3)

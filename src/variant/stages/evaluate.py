@@ -23,7 +23,7 @@ from variant.stages.sample import order_seed, pack_order
 from variant.util.atomic import write_parquet, write_text
 from variant.util.devices import resolve_device
 from variant.util.files import check_images, open_npz, require_file
-from variant.util.hashing import sha256_file
+from variant.util.hashing import sha256_cached
 from variant.util.provenance import provenance
 
 
@@ -36,7 +36,7 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
     D, K = params["model"]["var"]["depth"], len(params["model"]["patch_nums"])
     subnet = names.subnet_of(config, D, K)
     require_file(samples, "--samples: the packed .npz of `variant sample`")
-    checkpoint_sha = sha256_file(require_file(checkpoint, "--checkpoint: the VAR the samples came from"))
+    checkpoint_sha = sha256_cached(require_file(checkpoint, "--checkpoint: the VAR the samples came from"))
     extractor = params["evaluate"]["extractor"]
     stats = load_reference(reference_stats, extractor, reference, weights)
     fix = "rerun `variant sample` for it"

@@ -40,7 +40,7 @@ from variant.config import DEFAULT_PARAMS, load_params
 from variant.models.checkpoint import build_vae, build_var, check_profile, read_state_dict, save_state_dict
 from variant.options import params_options
 from variant.util.atomic import link_or_copy, write_text
-from variant.util.hashing import sha256_file
+from variant.util.hashing import sha256_cached
 
 MANIFEST = "fetch.json"
 VAE_FILE = "vae_ch160v4096z32.pth"
@@ -207,7 +207,7 @@ def verify_file(f: Released, out_dir: Path, manifest: dict, expected: str | None
                             f"but params fetch.sha256 expects {expected}")
     want = expected or recorded
     where = "params fetch.sha256" if expected else f"{out_dir / MANIFEST}"
-    sha = sha256_file(path)
+    sha = sha256_cached(path)
     if want and sha != want:
         if downloaded:
             bad = path.with_name(path.name + ".corrupt")

@@ -40,7 +40,7 @@ from variant.util.atomic import atomic_path, write_text
 from variant.config import load_params
 from variant.util.devices import resolve_device
 from variant.util.files import no_such_file, open_npz, require_file, unreadable
-from variant.util.hashing import sha256_file, sha256_files
+from variant.util.hashing import sha256_cached, sha256_file, sha256_files
 from variant.metrics import (COMPUTED, INCEPTION, STORED, ReferenceStats, check_weights, fid_statistics_to_metric,
                              inception_weights_location, weights_verdict)
 
@@ -108,7 +108,7 @@ def build(params: dict, reference, out, weights=None, device=None) -> dict:
                                          False)[torch_fidelity.KEY_METRIC_FID]
         stats = dataclasses.replace(stats, mu=stored["mu"], sigma=stored["sigma"], fid_statistics=STORED)
     meta = {"format": FORMAT, "extractor": extractor, "reference": str(reference), "reference_sha256": ref_sha,
-            "weights_sha256": (wsha := sha256_file(weights_path)), "weights": weights_verdict(extractor, wsha),
+            "weights_sha256": (wsha := sha256_cached(weights_path)), "weights": weights_verdict(extractor, wsha),
             "num_images": len(stats.features), "image_size": list(stats.size),
             "feature_dim": int(stats.features.shape[1]), "torch_fidelity": torch_fidelity.__version__,
             "fid_statistics": stats.fid_statistics, "fid_statistics_why": why,
@@ -143,7 +143,7 @@ def load(path, extractor: str, reference=None, weights=None) -> ReferenceStats:
         raise ValueError(f"{path}: computed with extractor {meta['extractor']!r}, "
                          f"params evaluate.extractor is {extractor!r}{rerun}")
     weights_path = weights_file(extractor, weights)
-    wsha = sha256_file(weights_path)
+    wsha = sha256_cached(weights_path)
     if meta["weights_sha256"] != wsha:
         raise ValueError(f"{path}: computed with extractor weights sha256 {meta['weights_sha256'][:12]}..., "
                          f"but {weights_path} is {wsha[:12]}...{rerun}")

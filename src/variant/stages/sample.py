@@ -36,7 +36,7 @@ from variant.models.checkpoint import check_profile, load_models
 from variant.config import load_params
 from variant.util.devices import resolve_device
 from variant.util.files import check_images, open_npz, require_file
-from variant.util.hashing import sha256_file
+from variant.util.hashing import sha256_cached
 from variant.sampling import LeanSampler, generate
 
 
@@ -170,7 +170,7 @@ def run_sample(params: dict, var_path, vae_path, config: str, out: str | os.Path
     if bad:
         raise ValueError(f"shard {bad[0]} does not exist: the profile has {n_shards} shard(s) of {size} "
                          "(params sample.per_class x data.num_classes / sample.shard_size)")
-    checkpoint_sha256 = sha256_file(var_path)   # once a job: checkpoints run to gigabytes
+    checkpoint_sha256 = sha256_cached(var_path)
     key = shard_key(params, config, checkpoint_sha256)
     t0 = time.time()
     for s in tqdm(range(n_shards) if shards is None else shards, desc=f"sample {config}", unit="shard",
@@ -200,7 +200,7 @@ def pack(params: dict, var_path, config: str, out, checkpoint_sha256: str | None
     out = Path(out)
     labels, size, n_shards = class_labels(params["data"]["num_classes"], params["sample"]["per_class"]), \
         *dag.shard_layout(params)
-    checkpoint_sha256 = checkpoint_sha256 or sha256_file(var_path)
+    checkpoint_sha256 = checkpoint_sha256 or sha256_cached(var_path)
     key = shard_key(params, config, checkpoint_sha256)
     missing = [str(shard_path(out, s)) for s in range(n_shards) if not shard_path(out, s).exists()]
     if missing:

@@ -56,7 +56,7 @@ import torch
 from variant.options import params_options
 from variant.util.atomic import torch_save, write_text
 from variant.util.files import unreadable
-from variant.util.hashing import sha256_file
+from variant.util.hashing import sha256_cached, sha256_file
 from variant.util.images import list_image_folder, read_image_square, to_float
 
 FORMAT = 1
@@ -173,7 +173,7 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
         raise ValueError(f"views={views} without RandAugment would store identical copies; use views=1")
     if randaugment is not None:
         randaugment = [int(randaugment[0]), int(randaugment[1])]
-    vae_sha = sha256_file(vae_path)
+    vae_sha = sha256_cached(vae_path)
     vae = build_vae(read_state_dict(vae_path), patch_nums, str(vae_path))
     image_size = image_size or vae.image_size
     if image_size != vae.image_size:

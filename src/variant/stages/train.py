@@ -43,7 +43,7 @@ from variant.training.schedule import draw_subnet, epoch_order, run_bridge, run_
 from variant.training.state import load_state, restore, save_state
 from variant.training.step import StepRunner, compile_blocks, enable_activation_checkpointing, make_optimizer
 from variant.util.atomic import link_or_copy, temporaries
-from variant.util.hashing import sha256_file
+from variant.util.hashing import sha256_cached
 
 LOG_COLUMNS = ["run", "step", "epoch", "subnet_prob", "used_subnet", "loss", "loss_full",
                "loss_subnet", "lr", "tokens_per_s"]
@@ -98,7 +98,7 @@ def progress_line(run: str, step: int, total: int, loss: float, p: float, tokens
 def open_tokens(paths: TrainPaths, params: TrainParams) -> tuple[TokenDataset, str]:
     """The token set and the VQVAE's sha256, checked to belong together and to params."""
     ds = TokenDataset(paths.tokens)
-    vae_sha = sha256_file(paths.vae)
+    vae_sha = sha256_cached(paths.vae)
     if ds.index["vae_sha256"] != vae_sha:
         raise ValueError(f"{paths.tokens}: tokenised with VQVAE sha256 {ds.index['vae_sha256'][:12]}..., "
                          f"but --vae {paths.vae} is {vae_sha[:12]}...; re-run variant tokenize")
@@ -194,9 +194,13 @@ class Session:
 
     def save_state(self) -> None:
         if self.info.main:
+            t0 = time.perf_counter()
             save_state(self.paths.state, self.ident, self.model, self.opt, self.scaler, self.step,
                        self.plan.steps_per_epoch, self.params.batch_size, self.rows)
             self.write_log()
+            # the SLURM log shows whether a save fits between SIGTERM and SIGKILL
+            self.say(f"state after step {self.step} saved in {time.perf_counter() - t0:.1f} s "
+                     f"({self.paths.state.stat().st_size / 2**30:.1f} GiB)")
         if self.info.world > 1:
             dist.barrier()
 
@@ -325,7 +329,7 @@ def train(params: TrainParams, run_name: str, paths: TrainPaths, options: TrainO
                         params.seed, params.mixup_alpha)
     ident = {"run": run_name, "config_hash": params.config_hash, "global_batch": params.batch_size,
              "phases": list(phases), "steps_per_epoch": plan.steps_per_epoch, "flips": options.flips,
-             "tokens_count": len(ds), "init_sha256": sha256_file(paths.init), "vae_sha256": vae_sha}
+             "tokens_count": len(ds), "init_sha256": sha256_cached(paths.init), "vae_sha256": vae_sha}
     live = LiveLog(paths.dvclive_dir) if paths.dvclive_dir is not None and info.main else None
     session = Session(run, params, paths, options, info, ds, model, opt, scaler, runner, subnet, phases, plan,
                       ident, say)

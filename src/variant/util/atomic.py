@@ -46,8 +46,11 @@ def atomic_path(path, suffix: str = ".tmp"):
     os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; results are for everyone to read
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_RDONLY)   # read-only: the temporary may be a link to a read-only file
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -75,11 +78,14 @@ def write_text(path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def torch_save(obj, path) -> None:
+def torch_save(obj, path, crc32: bool = True) -> None:
     """torch.save through a file object: given a path, torch names the zip's inner folder
-    after the (random) temporary name, and equal checkpoints would hash differently."""
+    after the (random) temporary name, and equal checkpoints would hash differently.
+    crc32=False leaves out the zip's per-record checksums, which torch computes at a few
+    hundred MB/s; torch.load reads such a file, zip tools may complain."""
     import torch
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    from torch.utils.serialization import config
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, config.patch({"save.compute_crc32": crc32}):
         torch.save(obj, f)
 
 

@@ -5,6 +5,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from variant.util.atomic import write_text
+
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     """Hex sha256 of one file, read in chunks (checkpoints run to gigabytes)."""
@@ -13,6 +15,35 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where remembered hashes live: $VARIANT_CACHE, else $XDG_CACHE_HOME/variant (default
+    ~/.cache/variant); outside every output the pipeline or DVC tracks."""
+    if os.environ.get("VARIANT_CACHE"):
+        return Path(os.environ["VARIANT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "variant"
+
+
+def sha256_cached(path: str | os.PathLike) -> str:
+    """sha256_file, remembered under the file's device, inode, size and mtime (as DVC
+    remembers its hashes): every sample and evaluate job names its multi-GB checkpoint's
+    sha256, and reading it each time costs seconds. A replaced (renamed-over) or edited file
+    has another key. A cache that cannot be written is skipped."""
+    st = os.stat(path)
+    entry = cache_dir() / "sha256" / f"{st.st_dev}-{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
+    try:
+        digest = entry.read_text().strip()
+        if len(digest) == 64:
+            return digest
+    except OSError:
+        pass
+    digest = sha256_file(path)
+    try:
+        write_text(entry, digest + "\n")
+    except OSError:
+        pass
+    return digest
 
 
 def sha256_files(root: str | os.PathLike, files) -> str:
