@@ -7,6 +7,7 @@ exit with status 2; a check that ran and failed exits with status 1.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from dataclasses import dataclass
@@ -116,6 +117,13 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:   # CheckpointError, ParamsError ... are ValueErrors
         print(f"variant {args.command}: error: {error_line(e)}", file=sys.stderr)
         rc = 2
+        return rc
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"variant {args.command}: error: no space left on the device writing {e.filename}; "
+              "what was written before is kept: free space and rerun", file=sys.stderr)
+        rc = 1
         return rc
     finally:
         recorder.finish(command_of(argv) or getattr(args, "command", None) or " ".join(argv[:1]),

@@ -171,3 +171,22 @@ def test_the_resume_state_is_written_without_zip_checksums_and_checkpoints_with_
         data = [i for i in z.infolist() if "/data/" in i.filename]
         assert data and all(i.CRC != 0 for i in data)
         assert z.testzip() is None
+
+
+@pytest.mark.fault
+def test_a_state_save_cut_short_is_removed_when_the_run_starts(setup, tmp_path):
+    """SIGKILL during a state save leaves its temporary (24 GB at d30) beside the state; a
+    run with no periodic save before its end would keep it to the end and fill the disk."""
+    from variant.stages.train import TrainOptions, TrainPaths, train
+    from variant.training.params import TrainParams
+    cfg = load_params(write_params(tmp_path / "p.yaml", checkpoint_every=1000), "tiny")
+    partial = tmp_path / "state" / ".state.pt.k1ll3d.tmp"
+    partial.parent.mkdir()
+    partial.write_bytes(b"\0" * 4096)
+    seen, said = [], []
+    paths = TrainPaths(setup / "var.pth", setup / "vae.pth", setup / "tokens", tmp_path / "final.pth",
+                       tmp_path / "log.parquet")
+    result = train(TrainParams.from_config(cfg), "progressive_d4", paths, TrainOptions(phases=None),
+                   echo=said.append, stop_flag=lambda: seen.append(partial.exists()) or False)
+    assert result["finished"] and seen and not any(seen)   # gone before the first step ended
+    assert sum("a state save cut short" in line and partial.name in line for line in said) == 1

@@ -97,3 +97,24 @@ def test_a_usage_error_is_recorded_too(tmp_path):
     assert r.returncode == 2 and "the following arguments are required" in r.stderr
     [row] = lines(log)
     assert row["stage"] == "sample" and row["rc"] == 2 and row["argv"] == "sample --no-such-option"
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """torch and pyarrow raise ENOSPC wrapped in errors of their own, which name no file."""
+    import errno
+    log = tmp_path / "r.jsonl"
+    cli_main("cost", "--depth", "4", "--subnet-depth", "4", cwd=REPO, env={ENV: log})
+
+    def full(self, path, **kw):
+        Path(path).write_bytes(b"half a parquet")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as e:
+            raise RuntimeError("unexpected pos 1991939840 vs 1991939728") from e
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    out = tmp_path / "stages.parquet"
+    r = cli_main("resources", log, "--out", out, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("variant resources: error: no space left on the device writing ") and str(out) in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]   # the temporary removed

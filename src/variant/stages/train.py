@@ -171,6 +171,16 @@ class Session:
         self.subnet, self.phases, self.plan, self.ident, self.say = subnet, phases, plan, ident, say
         self.rows, self.step, self.prov, self.live = [], 0, None, None
 
+    def sweep_partial_states(self) -> None:
+        """Remove what a state save cut short left (SIGKILL before its rename): 24 GB at d30,
+        which would otherwise stay until the next save, and fill the disk first."""
+        if not self.info.main:
+            return
+        for partial in temporaries(self.paths.state):
+            size = partial.stat().st_size / 2**30
+            partial.unlink(missing_ok=True)
+            self.say(f"removed {partial}: a state save cut short ({size:.1f} GiB)")
+
     def resume(self) -> None:
         st = load_state(self.paths.state, self.ident, self.info, self.say)
         if st is None:
@@ -333,6 +343,7 @@ def train(params: TrainParams, run_name: str, paths: TrainPaths, options: TrainO
     live = LiveLog(paths.dvclive_dir) if paths.dvclive_dir is not None and info.main else None
     session = Session(run, params, paths, options, info, ds, model, opt, scaler, runner, subnet, phases, plan,
                       ident, say)
+    session.sweep_partial_states()
     if options.resume:
         session.resume()
     if live is not None:

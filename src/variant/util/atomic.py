@@ -5,6 +5,7 @@ temporary behind (`.NAME.<random><suffix>`); the next write of the same target s
 since one job owns each output."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -53,9 +54,20 @@ def atomic_path(path, suffix: str = ".tmp"):
             os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if disk_full(e):   # torch wraps it in a RuntimeError that names no file
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
+
+
+def disk_full(e: BaseException | None) -> bool:
+    """e, or an exception it was raised from or during, is ENOSPC."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def link_or_copy(src, dst) -> str:
