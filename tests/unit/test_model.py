@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import small_vae, small_var
+from conftest import PATCH_NUMS, small_vae, small_var
 from variant.costmodel import VARShape, parameter_count
 from variant.models import VAR
 from variant.sampling import generate
@@ -331,3 +331,17 @@ def test_compiled_blocks_do_not_recompile_per_drop_path_rate():
     var(torch.tensor([0, 1]), torch.randn(2, var.L - var.first_l, 4)).sum().backward()
     assert len({b.drop_path for b in var.blocks}) == 10
     assert counter.frame_count == 2
+
+
+def test_images_are_decoded_in_parts_as_one_batch_would_be():
+    """decode_images bounds the decoder's memory by DECODE_BATCH images at a time; each
+    image's pixels do not depend on the others in its batch."""
+    from variant.sampling import loop
+    vae = small_vae()
+    n = 2 * loop.DECODE_BATCH + 3                       # two full parts and a short one
+    f_hat = torch.randn(n, vae.Cvae, PATCH_NUMS[-1], PATCH_NUMS[-1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = vae.fhat_to_img(f_hat).add(1).mul(0.5)
+        parts = loop.decode_images(vae, f_hat)
+    assert parts.shape == whole.shape
+    torch.testing.assert_close(parts, whole, rtol=0, atol=1e-6)

@@ -7,9 +7,9 @@
 # Steps: stand-in files (`variant stand-ins`: random weights of VAR-d30/d16 and the VQVAE
 # in the released layout, 1,000 ImageNet-layout class folders of JPEGs, an ADM-layout
 # reference batch, torch-fidelity's Inception with random weights); the progressive run,
-# sent SIGTERM (as SLURM pre-empts) once it has trained a few steps, then resumed; the rest
-# of the DAG. Only one training at a time (72 GiB each, and each holds a 24 GB resume state
-# on disk); see gpu_gib below.
+# its worker sent SIGTERM (as SLURM pre-empts) once it has trained a few steps, then
+# resumed; the rest of the DAG. One training at a time (72 GiB of GPU memory, and a
+# 22.5 GiB resume state on disk each); see gpu_gib below.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work=${1:-.rehearsal}
@@ -18,11 +18,12 @@ work=$(cd "$work" && pwd)
 data=$work/imagenet-train
 export TORCH_HOME=$work/torch-home                         # the Inception stand-in's hub cache
 export VARIANT_RESOURCE_LOG=$work/stages.jsonl    # in the workdir: a rerun there appends to it
-# GPU jobs share the GPU by the GiB they may take (gpu_gib): a training takes it all, a
-# sample job at batch 125 half, evaluation's Inception a few GiB (0 here)
+# GPU jobs share the GPU by the GiB they take (gpu_gib, as measured on the H200): a
+# training or a sample job at batch 125 (92 GiB) one at a time, evaluation's Inception
+# (7 GiB, counted 0) beside them
 smk=(python3 -m snakemake --cores "${CORES:-16}" --resources gpu=4 gpu_gib="${GPU_GIB:-136}"
-     --set-resources train:gpu_gib=136 tokenize:gpu_gib=136 sample_shard:gpu_gib=68
-     profile:gpu_gib=68 report_fig7_evolution:gpu_gib=34
+     --set-resources train:gpu_gib=136 tokenize:gpu_gib=100 sample_shard:gpu_gib=100
+     profile:gpu_gib=50 report_fig7_evolution:gpu_gib=34
      --keep-going --rerun-incomplete)   # flags without values last: the targets follow
 cfg=(--config profile=rehearsal data_root="$data")   # after the targets: --config takes every word
 step() { echo "== $(date -u +%H:%M:%S) $*"; }
@@ -46,11 +47,19 @@ if [ ! -f "$ckpt" ] && [ ! -f "$interrupted" ]; then
         kill -0 "$smk_pid" 2>/dev/null || { echo "$run ended before it could be interrupted" >&2; break; }
         sleep 2
     done
-    # torchrun and its worker (not the job's shell), as SLURM signals a pre-empted job step
-    pkill -TERM -f -- "bin/variant train .*--run $run( |\$)" || true
+    # The worker only: torchrun, signalled too (as SLURM signals a whole job step), kills it
+    # 30 s later, before a 22.5 GiB state is written on a 0.7 GiB/s disk, and torch 2.11
+    # has no setting for that wait (README: the rehearsal). SIGNAL_TORCHRUN=1 signals both.
+    pattern="bin/variant train .*--run $run( |\$)"
+    for pid in $(pgrep -f -- "$pattern"); do
+        if [ "${SIGNAL_TORCHRUN:-0}" = 1 ] || ! tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q torchrun; then
+            kill -TERM "$pid" || true
+        fi
+    done
     wait "$smk_pid" || true
     touch "$interrupted"
-    grep -E "interrupted|state saved|Error" "$log" | tail -3 || true
+    cp "$log" "$work/$run-interrupted.log" 2>/dev/null || true   # the resumed job rewrites its log
+    grep -E "saved in|stopped at|Error" "$log" | tail -3 || true
     step "$run: resume"
 fi
 
