@@ -265,8 +265,21 @@ def _set(cfg: dict, dotted: str, value, where: str):
     node[leaf] = value
 
 
+# the `resources` entries (workflow/rules: resources(NAME)) of the stages that compute on
+# params `device`: a SLURM job of theirs without a GPU stops at its first line on `cuda`
+GPU_STAGES = ("tokenize", "train", "sample", "evaluate", "profile")
+
+
 def _check_semantics(cfg: dict, where: str):
     """What a schema cannot say: values that must agree with each other."""
+    if str(cfg["device"]).startswith("cuda"):
+        res = cfg["resources"]
+        for name in GPU_STAGES:
+            if not (res["default"] | res.get(name, {})).get("gpus"):
+                how = "its entry sets gpus: 0" if "gpus" in res.get(name, {}) else \
+                    "it has no entry, and resources.default gives none"
+                raise ParamsError(f"{where}.resources.{name}.gpus: the {name} stage computes on device "
+                                  f"{cfg['device']}, but {how}: its SLURM jobs would have no GPU (give it gpus: 1)")
     D, K = cfg["model"]["var"]["depth"], len(cfg["model"]["patch_nums"])
     train, sample = cfg["train"], cfg["sample"]
     for key, depths in (("train.subnet_depths", train["subnet_depths"]),

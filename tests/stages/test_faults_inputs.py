@@ -229,6 +229,10 @@ def test_reference_stats_names_wrong_weights(ref, tmp_path, weights):  # noqa: F
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_params_device_cuda_without_a_gpu(tmp_path):
     params = params_text(tmp_path, "  tiny:\n    device: cpu", "  tiny:\n    device: cuda")
+    # and its jobs given a GPU, or params would be refused before the device is looked at
+    text = params.read_text().replace("default: {cpus_per_task: 1, mem_mb: 2000, runtime: 30, gpus: 0}",
+                                      "default: {cpus_per_task: 1, mem_mb: 2000, runtime: 30, gpus: 1}", 1)
+    params.write_text(text)
     out = tmp_path / "s" / "full.npz"
     r = variant("sample", "--params", params, "--var", tmp_path / "var.pth", "--vae", tmp_path / "vae.pth",
                 "--config", "full", "--out", out)

@@ -76,3 +76,22 @@ def test_small_profile_is_the_papers_protocol_scaled_down():
         assert {"full", dag.grid_config(P, fd, P["train"]["bridge"])} <= set(runs[dag.fixed_ratio_run(p, fd)])
     for depth in P["train"]["subnet_depths"]:
         assert {dag.grid_config(P, depth, n) for n in S["bridges"]} <= set(runs[f"progressive_d{depth}"]) | {"full"}
+
+
+@pytest.mark.parametrize("profile", ["paper", "small", "rehearsal"])
+def test_every_stage_that_computes_on_the_gpu_gets_one_under_slurm(tmp_path, profile):
+    """A cuda profile whose tokenize jobs would be submitted without a GPU (as the paper and
+    small profiles were until the rehearsal) is refused, naming the entry."""
+    import re
+    from pathlib import Path
+    from variant.config import GPU_STAGES
+    used = {m for f in Path("workflow/rules").glob("*.smk") for m in re.findall(r'resources\("(\w+)"', f.read_text())}
+    assert set(GPU_STAGES) <= used                     # the names are the rules' resource entries
+    P = load_params(profile=profile, overrides={"data.root": "x"})
+    assert all((P["resources"]["default"] | P["resources"].get(n, {})).get("gpus", 0) >= 1 for n in GPU_STAGES)
+    doc = yaml.safe_load(open("params.yaml"))
+    del doc["profiles"][profile]["resources"]["tokenize"]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ParamsError, match=rf"profiles.{profile}.resources.tokenize.gpus: the tokenize stage "
+                                          r"computes on device cuda, but it has no entry"):
+        load_params(tmp_path / "p.yaml", profile, overrides={"data.root": "x"})
