@@ -38,7 +38,7 @@ STAGE_CODE = {
     "make-data": ["src/variant/stages/fetch.py", "src/variant/tiny"],
     "fetch": ["src/variant/stages/fetch.py", "src/variant/tiny", "src/variant/models"],
     "train-extractor": ["src/variant/stages/fetch.py", "src/variant/tiny", "src/variant/metrics.py"],
-    "tokenize": ["src/variant/stages/tokenize.py", "src/variant/models/vqvae.py"],
+    "tokenize": ["src/variant/stages/tokenize.py", "src/variant/models/vqvae.py", "src/variant/training/distributed.py"],
     "train": ["src/variant/stages/train.py", "src/variant/training", "src/variant/models"],
     "sample": ["src/variant/stages/sample.py", "src/variant/sampling", "src/variant/models"],
     "reference-stats": ["src/variant/stages/reference.py", "src/variant/metrics.py"],

@@ -339,3 +339,36 @@ def test_dvclive_view_equals_the_log_also_after_a_resume(setup, tmp_path, monkey
     monkeypatch.setitem(__import__("sys").modules, "dvclive", None)    # not installed
     with pytest.raises(ValueError, match="--dvclive .*: the dvclive package is not installed"):
         run(setup, tmp_path / "b", "fixed_p0.5_d4", dvclive_dir=live)
+
+
+def _tokenize_worker(rank, world, port, setup, out_dir):
+    import os
+    from variant.training.distributed import init_distributed
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from variant.stages import tokenize as stage
+    real, written = stage.torch_save, []
+    stage.torch_save = lambda obj, path, **kw: written.append(Path(path).name) or real(obj, path, **kw)
+    info = init_distributed("cpu")
+    tokenize(setup / "vae.pth", setup / "images", out_dir, PATCH_NUMS, shard_size=16, batch_size=16,
+             log=lambda *a: None, info=info)
+    (out_dir.parent / f"written-by-{rank}.txt").write_text("\n".join(written))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_tokenize_processes_write_the_files_of_one(setup, tmp_path):
+    """Under torchrun each process encodes every world-th shard, the first writes the index:
+    the same bytes as the one-process set (setup's)."""
+    one = json.loads((setup / "tokens" / "index.json").read_text())
+    assert len(one["shards"]) >= 3                       # both processes have shards to write
+    (tmp_path / "two").mkdir()
+    shutil.copy(setup / "tokens" / one["shards"][1]["file"], tmp_path / "two")   # one done already
+    mp.start_processes(_tokenize_worker, args=(2, _free_port(), setup, tmp_path / "two"), nprocs=2,
+                       join=True, start_method="spawn")
+    two = json.loads((tmp_path / "two" / "index.json").read_text())
+    assert two["shards"] == one["shards"]               # every shard's sha256 included
+    by = [set((tmp_path / f"written-by-{r}.txt").read_text().split()) for r in (0, 1)]
+    missing = {s["file"] for s in one["shards"]} - {one["shards"][1]["file"]}
+    assert by[0] and by[1] and not by[0] & by[1] and by[0] | by[1] == missing   # split, none twice
+    assert {k: v for k, v in two.items() if k != "data"} == {k: v for k, v in one.items() if k != "data"}

@@ -6,12 +6,12 @@ rule tokenize:
     output: dag.tokens_index(P)
     # data: the ImageNet path from --config data_root (via params data.root) in the paper
     # profile, user data reaching a shell: quoted like every other value.
-    params: data=lambda w, input: input.data or P["data"].get("root"), knobs=knobs("tokenize"),
+    params: launch=launcher, data=lambda w, input: input.data or P["data"].get("root"), knobs=knobs("tokenize"),
             tokenizer=revisions.TOKENIZER, out=lambda w, output: parent_dir(output[0]), profile=PROFILE_ARG
     log: f"{LOGS}/tokenize.log"
     resources: **resources("tokenize")
     conda: ENV
-    shell: "variant tokenize {params.profile:q} --vae {input.vae:q} --data {params.data:q} "
+    shell: "{params.launch} tokenize {params.profile:q} --vae {input.vae:q} --data {params.data:q} "
            "--out {params.out:q} > {log:q} 2>&1"
 
 

@@ -16,7 +16,9 @@ Layout of the output directory:
                       flips, views, randaugment, image_size, and every shard's sha256.
 Each shard is written atomically (temporary file, then rename); a re-run skips shards that
 exist and match (same VAE, images, views), so an interrupted job resumes where it stopped.
-index.json is written last, so its presence means the set is complete.
+index.json is written last, so its presence means the set is complete. Under torchrun
+(one process per GPU) each process encodes every world-th missing shard and the first
+writes the index: the same files as one process.
 
 Images (read by variant.util.images): ImageFolder layout root/<class>/<image> (png, jpg,
 jpeg, webp, bmp), classes numbered in sorted order (ImageNet's synset order, as VAR's
@@ -54,6 +56,7 @@ import numpy as np
 import torch
 
 from variant.options import params_options
+from variant.training.distributed import DistInfo, init_distributed
 from variant.util.atomic import torch_save, write_text
 from variant.util.files import unreadable
 from variant.util.hashing import sha256_cached, sha256_file
@@ -159,9 +162,12 @@ def encode_batch(vae, imgs_u8: torch.Tensor, flips: bool, device) -> tuple[torch
 def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = None,
              flips: bool = True, views: int = 1, randaugment=None, shard_size: int = 2048,
              batch_size: int = 32, device: str = "cpu", workers: int = 0, seed: int = 0,
-             log=print) -> dict:
-    """Write the token shards and index.json of `data_dir` (see the module docstring)."""
+             log=print, info: DistInfo | None = None) -> dict:
+    """Write the token shards and index.json of `data_dir` (see the module docstring).
+    info: this process among torchrun's (default: the only one)."""
     from variant.models.checkpoint import build_vae, read_state_dict
+
+    info = info or DistInfo(device=torch.device(device))
 
     out_dir = Path(out_dir)
     for name, value, least in (("--shard-size", shard_size, 1), ("--batch-size", batch_size, 1),
@@ -197,11 +203,15 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
             if not bad:
                 log(f"{out_dir}: up to date ({old['count']} samples)")
                 return old
-            for name in bad:   # cut or changed since it was indexed: recomputed below
+            for name in bad if info.main else ():   # cut or changed since it was indexed: recomputed below
                 log(f"{out_dir / name}: missing or not the shard index.json recorded; recomputing it")
                 (out_dir / name).unlink(missing_ok=True)
-        index_path.unlink()   # stale: rebuilt below
+        _barrier(info)   # every process has read the old index before it goes
+        if info.main:
+            index_path.unlink()   # stale: rebuilt below
+    _barrier(info)
 
+    device = info.device
     vae = vae.to(device).eval().requires_grad_(False)
     n_shards = math.ceil(n_img / shard_size)
     todo = []
@@ -210,9 +220,10 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
         if not _shard_ok(out_dir / f"shard-{s:05d}.pt", _shard_meta(common, lo, hi)):
             todo.append((s, lo, hi))
     done_images = n_img - sum(hi - lo for _, lo, hi in todo)
-    if done_images:
+    if done_images and info.main:
         log(f"{out_dir}: {n_shards - len(todo)} of {n_shards} shards already done, skipped")
-    bar = progress(total=n_img, initial=done_images, unit="img", desc="tokenize")
+    todo = todo[info.rank::info.world]   # each shard is one process's: the same file as from one
+    bar = progress(total=n_img, initial=done_images, unit="img", desc="tokenize") if info.main else None
     ds = _ImageViews(items, image_size, views, randaugment, seed)
     for s, lo, hi in todo:
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(lo, hi)),
@@ -224,7 +235,8 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
             toks.append(t.to(dtype))
             labels.append(lab)
             index_of.append(idx)
-            bar.update(len(lab))
+            if bar is not None:
+                bar.update(len(lab))
         t = torch.cat(toks)                       # (n, V, F, L)
         n = t.shape[0]
         shard = {
@@ -236,7 +248,12 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
             "meta": _shard_meta(common, lo, hi),
         }
         torch_save(shard, out_dir / f"shard-{s:05d}.pt")
-    bar.close()
+    if bar is not None:
+        bar.close()
+    _barrier(info)   # every shard is on disk
+    if not info.main:
+        _barrier(info)   # while the first process writes the index
+        return json.loads(index_path.read_text())
     for s in range(n_shards):
         lo, hi = s * shard_size, min(n_img, (s + 1) * shard_size)
         path = out_dir / f"shard-{s:05d}.pt"
@@ -245,7 +262,13 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
     write_text(index_path, json.dumps(index, indent=1) + "\n")
     log(f"{out_dir}: {index['count']} samples ({n_img} images x {views} view(s) x {n_f} flip(s)), "
         f"L={L}, {n_shards} shard(s)")
+    _barrier(info)
     return index
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.world > 1:
+        torch.distributed.barrier()
 
 
 # ---------------------------------------------------------------------------------------
@@ -375,10 +398,14 @@ def _main(args) -> int:
         views = 1 if ra is None else max(
             sum(phases_of(cfg, int(d))) for d in cfg["train"]["phases"])
     device = str(resolve_device(args.device, cfg))
+    info = init_distributed(device)
     tokenize(args.vae, args.data, args.out, cfg["model"]["patch_nums"],
              image_size=cfg["data"]["image_size"], flips=bool(aug.get("hflip", True)), views=views,
              randaugment=ra, shard_size=args.shard_size,
              batch_size=args.batch_size or (64 if device.startswith("cuda") else 32), device=device,
              workers=args.workers if args.workers is not None else min(8, (os.cpu_count() or 1) - 1),
-             seed=cfg["data"].get("seed", 0))
+             seed=cfg["data"].get("seed", 0), info=info,
+             log=print if info.main else lambda *a: None)
+    if info.owns_group:
+        torch.distributed.destroy_process_group()
     return 0
