@@ -196,20 +196,8 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
                  vocab_size=vae.vocab_size, num_classes=len(classes), classes=classes,
                  shard_size=shard_size, data=str(data_dir), shards=[])
     index_path = out_dir / "index.json"
-    if index_path.is_file():
-        old = json.loads(index_path.read_text())
-        if {k: old.get(k) for k in common} == common and old.get("count") == index["count"]:
-            bad = [s["file"] for s in old["shards"] if not _shard_intact(out_dir / s["file"], s.get("sha256"))]
-            if not bad:
-                log(f"{out_dir}: up to date ({old['count']} samples)")
-                return old
-            for name in bad if info.main else ():   # cut or changed since it was indexed: recomputed below
-                log(f"{out_dir / name}: missing or not the shard index.json recorded; recomputing it")
-                (out_dir / name).unlink(missing_ok=True)
-        _barrier(info)   # every process has read the old index before it goes
-        if info.main:
-            index_path.unlink()   # stale: rebuilt below
-    _barrier(info)
+    if (old := _up_to_date(index_path, common, index["count"], info, log)) is not None:
+        return old
 
     device = info.device
     vae = vae.to(device).eval().requires_grad_(False)
@@ -264,6 +252,26 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
         f"L={L}, {n_shards} shard(s)")
     _barrier(info)
     return index
+
+
+def _up_to_date(index_path: Path, common: dict, count: int, info: DistInfo, log) -> dict | None:
+    """The existing index when it and every shard it lists are this set's; else None, with
+    the index removed and the shards that are cut or changed too (recomputed then)."""
+    if index_path.is_file():
+        old, out_dir = json.loads(index_path.read_text()), index_path.parent
+        if {k: old.get(k) for k in common} == common and old.get("count") == count:
+            bad = [s["file"] for s in old["shards"] if not _shard_intact(out_dir / s["file"], s.get("sha256"))]
+            if not bad:
+                log(f"{out_dir}: up to date ({old['count']} samples)")
+                return old
+            for name in bad if info.main else ():
+                log(f"{out_dir / name}: missing or not the shard index.json recorded; recomputing it")
+                (out_dir / name).unlink(missing_ok=True)
+        _barrier(info)   # every process has read the old index before it goes
+        if info.main:
+            index_path.unlink()   # stale: rebuilt
+    _barrier(info)
+    return None
 
 
 def _barrier(info: DistInfo) -> None:
