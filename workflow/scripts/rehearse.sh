@@ -52,7 +52,7 @@ if [ ! -f "$ckpt" ] && [ ! -f "$interrupted" ]; then
     # has no setting for that wait (README: the rehearsal). SIGNAL_TORCHRUN=1 signals both.
     pattern="bin/variant train .*--run $run( |\$)"
     for pid in $(pgrep -f -- "$pattern"); do
-        if [ "${SIGNAL_TORCHRUN:-0}" = 1 ] || ! tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q torchrun; then
+        if [ "${SIGNAL_TORCHRUN:-0}" = 1 ] || ! ps -o args= -p "$pid" | grep -q torchrun; then
             kill -TERM "$pid" || true
         fi
     done

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from variant.options import params_options
-from variant.training.distributed import DistInfo, init_distributed
+from variant.training.distributed import DistInfo, barrier, init_distributed
 from variant.util.atomic import torch_save, write_text
 from variant.util.files import unreadable
 from variant.util.hashing import sha256_cached, sha256_file
@@ -238,9 +238,9 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
         torch_save(shard, out_dir / f"shard-{s:05d}.pt")
     if bar is not None:
         bar.close()
-    _barrier(info)   # every shard is on disk
+    barrier(info)   # every shard is on disk
     if not info.main:
-        _barrier(info)   # while the first process writes the index
+        barrier(info)   # while the first process writes the index
         return json.loads(index_path.read_text())
     for s in range(n_shards):
         lo, hi = s * shard_size, min(n_img, (s + 1) * shard_size)
@@ -250,33 +250,28 @@ def tokenize(vae_path, data_dir, out_dir, patch_nums, image_size: int | None = N
     write_text(index_path, json.dumps(index, indent=1) + "\n")
     log(f"{out_dir}: {index['count']} samples ({n_img} images x {views} view(s) x {n_f} flip(s)), "
         f"L={L}, {n_shards} shard(s)")
-    _barrier(info)
+    barrier(info)
     return index
 
 
 def _up_to_date(index_path: Path, common: dict, count: int, info: DistInfo, log) -> dict | None:
     """The existing index when it and every shard it lists are this set's; else None, with
-    the index removed and the shards that are cut or changed too (recomputed then)."""
-    if index_path.is_file():
+    the index removed and the shards that are cut or changed too (recomputed then). The
+    first process checks (the shards' sha256 reads the whole set once), the others wait."""
+    if info.main and index_path.is_file():
         old, out_dir = json.loads(index_path.read_text()), index_path.parent
+        bad = None
         if {k: old.get(k) for k in common} == common and old.get("count") == count:
             bad = [s["file"] for s in old["shards"] if not _shard_intact(out_dir / s["file"], s.get("sha256"))]
-            if not bad:
-                log(f"{out_dir}: up to date ({old['count']} samples)")
-                return old
-            for name in bad if info.main else ():
+            for name in bad:
                 log(f"{out_dir / name}: missing or not the shard index.json recorded; recomputing it")
                 (out_dir / name).unlink(missing_ok=True)
-        _barrier(info)   # every process has read the old index before it goes
-        if info.main:
+        if bad == []:
+            log(f"{out_dir}: up to date ({old['count']} samples)")
+        else:
             index_path.unlink()   # stale: rebuilt
-    _barrier(info)
-    return None
-
-
-def _barrier(info: DistInfo) -> None:
-    if info.world > 1:
-        torch.distributed.barrier()
+    barrier(info)
+    return json.loads(index_path.read_text()) if index_path.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from variant.models.supernet import Subnet
 from variant.options import params_options
 from variant.stages.tokenize import TokenDataset, progress
-from variant.training.distributed import DistInfo, init_distributed
+from variant.training.distributed import DistInfo, barrier, init_distributed
 from variant.training.live import LiveLog
 from variant.training.params import TrainParams
 from variant.training.schedule import draw_subnet, epoch_order, run_bridge, run_probability, training_run
@@ -211,8 +211,7 @@ class Session:
             # the SLURM log shows whether a save fits between SIGTERM and SIGKILL
             self.say(f"state after step {self.step} saved in {time.perf_counter() - t0:.1f} s "
                      f"({self.paths.state.stat().st_size / 2**30:.1f} GiB)")
-        if self.info.world > 1:
-            dist.barrier()
+        barrier(self.info)
 
     def one_step(self, order) -> tuple[float, float, bool]:
         """Train optimizer step self.step of the epoch order `order`; (loss, p, used subnet)."""
@@ -297,8 +296,7 @@ class Session:
                 state.parent.rmdir()
         else:
             sha = None
-        if self.info.world > 1:
-            dist.barrier()
+        barrier(self.info)
         return sha
 
 

@@ -68,6 +68,12 @@ def init_distributed(device: str = "cpu") -> DistInfo:
     return DistInfo(rank, world, local, dev, owns)
 
 
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (nothing to wait for in a single one)."""
+    if info.world > 1:
+        dist.barrier()
+
+
 def allreduce_mean_(tensors: list[torch.Tensor], world: int, bucket_elems: int = 1 << 25):
     """Average `tensors` over the processes in place, in flat buckets."""
     if world == 1 or not tensors:

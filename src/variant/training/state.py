@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from variant.models.checkpoint import load_error
-from variant.training.distributed import DistInfo
+from variant.training.distributed import DistInfo, barrier
 from variant.util.atomic import torch_save
 
 
@@ -74,12 +73,10 @@ def load_state(state_path: Path, ident: dict, info: DistInfo, say) -> dict | Non
         tag = re.sub(r"[^0-9A-Za-z]", "", str(st["ident"].get("config_hash")))[:16] or "unknown"
         aside, why = state_path.with_name(f"{state_path.name}.stale-{tag}"), \
             f"saved for another run ({', '.join(diff)} differ)"
-    if info.world > 1:   # every rank has read the file before rank 0 moves it
-        dist.barrier()
+    barrier(info)   # every rank has read the file before rank 0 moves it
     if info.main:
         os.replace(state_path, aside)
-    if info.world > 1:
-        dist.barrier()
+    barrier(info)
     say(f"{state_path}: {why}; set aside as {aside.name}, training {ident['run']} afresh")
     return None
 
