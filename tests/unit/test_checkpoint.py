@@ -107,3 +107,16 @@ def test_build_var_skips_random_init_and_keeps_every_tensor_and_drop_path_buffer
     fresh = VAR(**{**var_config(sd), "drop_path_rate": 0.3})   # the non-persistent buffers
     assert [b.keep_prob.item() for b in built.blocks] == [b.keep_prob.item() for b in fresh.blocks]
     assert [b.drops for b in built.blocks] == [False, True, True, True]
+
+
+@pytest.mark.parametrize("name, key", [("var.pth", "blocks.0.attn.proj.weight"), ("vae.pth", "decoder.conv_in.weight")])
+def test_load_models_checks_the_values_where_they_land(tmp_path, name, key):
+    """load_models reads without the CPU check and checks on the device: a NaN in either
+    file is still refused, naming the file and the tensor."""
+    for f in ("var.pth", "vae.pth"):
+        sd = golden_sd(f)
+        if f == name:
+            sd[key].view(-1)[0] = float("nan")
+        save_state_dict(sd, tmp_path / f)
+    with pytest.raises(CheckpointError, match=f"{name}: tensor '{key}' holds NaN or infinite values"):
+        load_models(tmp_path / "var.pth", tmp_path / "vae.pth")

@@ -8,7 +8,7 @@
 # in the released layout, 1,000 ImageNet-layout class folders of JPEGs, an ADM-layout
 # reference batch, torch-fidelity's Inception with random weights); the progressive run,
 # its worker sent SIGTERM (as SLURM pre-empts) once it has trained a few steps, then
-# resumed; the rest of the DAG. One training at a time (72 GiB of GPU memory, and a
+# resumed; the rest of the DAG. One training at a time (73 GiB of GPU memory, and a
 # 22.5 GiB resume state on disk each); see gpu_gib below.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,11 +18,12 @@ work=$(cd "$work" && pwd)
 data=$work/imagenet-train
 export TORCH_HOME=$work/torch-home                         # the Inception stand-in's hub cache
 export VARIANT_RESOURCE_LOG=$work/stages.jsonl    # in the workdir: a rerun there appends to it
-# GPU jobs share the GPU by the GiB they take (gpu_gib, as measured on the H200): a
-# training or a sample job at batch 125 (92 GiB) one at a time, evaluation's Inception
-# (7 GiB, counted 0) beside them
+# GPU jobs share the GPU by the GiB they reserve (gpu_gib, as measured on the H200): one
+# training (63-73 GiB) at a time, beside it one sample job at batch 125 (43-52 GiB since
+# the decode takes 32 images at a time), or two sample jobs; evaluation's Inception
+# (7 GiB, counted 0) beside any of them
 smk=(python3 -m snakemake --cores "${CORES:-16}" --resources gpu=4 gpu_gib="${GPU_GIB:-136}"
-     --set-resources train:gpu_gib=136 tokenize:gpu_gib=100 sample_shard:gpu_gib=100
+     --set-resources train:gpu_gib=76 tokenize:gpu_gib=58 sample_shard:gpu_gib=58
      profile:gpu_gib=50 report_fig7_evolution:gpu_gib=34
      --keep-going --rerun-incomplete)   # flags without values last: the targets follow
 cfg=(--config profile=rehearsal data_root="$data")   # after the targets: --config takes every word

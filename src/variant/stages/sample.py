@@ -128,11 +128,11 @@ def make_sampler(var, vae, device):
     """The lean sampler on a GPU (its default precision, as close to float32 as the
     reference's fp16 autocast: `variant bench precision`); the reference one on a CPU,
     where float32 keeps the tiny profile exact. Both take the same arguments. On a GPU
-    the stage's float32 model goes back to host memory: the sampler computes with its
-    own copy, and the GPU's memory is the cache's."""
+    the sampler computes with its own copy, so the stage's float32 model is dropped (moved
+    to the meta device: no copy back to the host), leaving the GPU's memory to the cache."""
     if torch.device(device).type == "cuda":
         sampler = LeanSampler(var, vae)
-        var.to("cpu")
+        var.to("meta")
         return sampler.generate
     return lambda *a, **k: generate(var, vae, *a, **k)
 
