@@ -201,14 +201,21 @@ def feature_rows(P, R, gen, stages, reference_images, rehearsal_reference) -> li
     return out
 
 
-def report_row(rep: pd.DataFrame, items: list[str]) -> tuple:
-    """The measured report items at their median walls (a GPU one: fig7 samples from checkpoints)."""
+# the DAG's last jobs: one per report item, the paper check, the sample grids, collect, findings
+REPORT_JOBS = len(dag.REPORT_ITEMS) + 1 + len(dag.SAMPLE_GRIDS) + 2
+
+
+def report_row(rep: pd.DataFrame) -> tuple:
+    """The measured report-side jobs at their median walls (a GPU one: fig7 samples from checkpoints)."""
     if rep.empty:
-        return ("report", len(items), np.nan, np.nan, np.nan, "not measured (no rc=0 row)")
-    per = rep.groupby("job").agg(wall=("wall_s", "median"), nbytes=("bytes_written", "median"),
-                                 gpu=("gpu", lambda g: g.fillna("").astype(bool).any()))
-    return ("report", len(items), per.wall[per.gpu].sum() / H, per.wall[~per.gpu].sum() / H, per.nbytes.sum() / GB,
-            f"report rows of {len(per)} of {len(items)} items (the other {len(items) - len(per)} not measured)")
+        return ("collect, report", REPORT_JOBS, np.nan, np.nan, np.nan, "not measured (no rc=0 row)")
+    keys = [c for c in ("stage", "job", "out") if c in rep]   # a grid job is named by its out only
+    per = rep.groupby(keys).agg(wall=("wall_s", "median"), nbytes=("bytes_written", "median"),
+                                gpu=("gpu", lambda g: g.fillna("").astype(bool).any()))
+    missing = REPORT_JOBS - len(per)
+    return ("collect, report", REPORT_JOBS, per.wall[per.gpu].sum() / H, per.wall[~per.gpu].sum() / H,
+            per.nbytes.sum() / GB, f"collect, findings, grid and report rows of {len(per)} of {REPORT_JOBS} jobs"
+            + (f" (the other {missing} not measured)" if missing else ""))
 
 
 def cost_table(P, R, train, gen, stages, gpus, rehearsal_images, reference_images, rehearsal_reference):
@@ -217,7 +224,7 @@ def cost_table(P, R, train, gen, stages, gpus, rehearsal_images, reference_image
     rows = (setup_rows(P, R, stages, rehearsal_images) + train_rows(P, train, gpus)
             + sample_rows(P, R, gen, stages) + feature_rows(P, R, gen, stages, reference_images, rehearsal_reference)
             + [stage_row("profile", 1, prof, med(prof, "wall_s"), med(prof, "bytes_written"), "profile rows"),
-               report_row(ok_rows(stages, "report"), list(dag.REPORT_ITEMS))])
+               report_row(pd.concat([ok_rows(stages, st) for st in ("report", "grid", "collect", "findings")]))])
     df = pd.DataFrame(rows, columns=COLUMNS)
     total = ("total", int(df.jobs.sum()), df.gpu_hours.sum(), df.cpu_hours.sum(), df.disk_gb.sum(),
              "sum of the rows above (a row not measured counts 0)")
