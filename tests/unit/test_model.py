@@ -39,8 +39,7 @@ def test_teacher_forcing_equals_sampler(which, shared_aln, attention):
     """The logits the sampler computes scale by scale with its KV cache equal those of the
     one-pass teacher-forced forward on the same tokens, for full depth and subnets
     (including Table 1's subnet on early or middle scales), with either attention."""
-    var, vae = small_var(shared_aln=shared_aln), small_vae()
-    var.attention = attention
+    var, vae = small_var(shared_aln=shared_aln, attention=attention), small_vae()
     subnet = SUBNETS[which](var)
     labels = torch.tensor([0, 3, 4])
     gen = torch.Generator().manual_seed(1)
@@ -55,23 +54,21 @@ def test_teacher_forcing_equals_sampler(which, shared_aln, attention):
 def test_attention_implementations_agree_in_training(which):
     """One call per scale, FlexAttention (CUDA: it has no CPU backward) and one masked
     call give the same gradients."""
-    var, vae = small_var(), small_vae()
-    subnet = SUBNETS[which](var)
+    vae, ref = small_vae(), small_var()
+    subnet = SUBNETS[which](ref)
     g = torch.Generator().manual_seed(0)
-    tokens = [torch.randint(0, vae.quantize.vocab_size, (2, p * p), generator=g) for p in var.patch_nums]
+    tokens = [torch.randint(0, vae.quantize.vocab_size, (2, p * p), generator=g) for p in ref.patch_nums]
     with torch.no_grad():
         x = vae.quantize.teacher_forcing_input(tokens)
     labels, target = torch.tensor([1, 2]), torch.cat(tokens, 1)
     grads = {}
     attentions = ("masked", "per_scale", "flex") if torch.cuda.is_available() else ("masked", "per_scale")
-    var, vae = var.to(DEVICE), vae.to(DEVICE)
     x, labels, target = x.to(DEVICE), labels.to(DEVICE), target.to(DEVICE)
     for attention in attentions:
-        var.attention = attention
-        var.zero_grad()
+        var = small_var(attention=attention).to(DEVICE)   # seeded: the same weights each time
         logits = var(labels, x, subnet)
         torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten()).backward()
-        grads[attention] = [p.grad.clone() for p in var.parameters() if p.grad is not None]
+        grads[attention] = [p.grad for p in var.parameters() if p.grad is not None]
     assert len(grads["per_scale"]) == len(grads["masked"]) > 0
     for other in attentions[1:]:
         for a, b in zip(grads[other], grads["masked"]):
@@ -345,3 +342,8 @@ def test_images_are_decoded_in_parts_as_one_batch_would_be():
         parts = loop.decode_images(vae, f_hat)
     assert parts.shape == whole.shape
     torch.testing.assert_close(parts, whole, rtol=0, atol=1e-6)
+
+
+def test_an_unknown_attention_is_refused_when_the_model_is_built():
+    with pytest.raises(ValueError, match="attention must be one of masked, per_scale, flex, got 'dense'"):
+        small_var(attention="dense")

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from variant import bench
 from variant.costmodel import PAPER_PATCH_NUMS, VARShape, training_step_flops
 from variant.models.supernet import Subnet
+from variant.models.var import TEACHER_FORCING_ATTENTION
 from variant.training.distributed import DistInfo, init_distributed
 from variant.training.schedule import draw_subnet
 from variant.training.step import AUTOCAST, StepRunner, compile_blocks, enable_activation_checkpointing, make_optimizer
@@ -99,8 +100,7 @@ def measure(cfg: TrainBench, info: DistInfo, depth: int, batch: int, dtype: str,
     torch.manual_seed(0)
     dp = 0.1 * depth / 24 if cfg.drop_path is None else cfg.drop_path
     with info.device:   # initialised where it runs: a 2B-parameter init on the CPU takes long
-        model = VAR(depth=depth, patch_nums=cfg.patch_nums, drop_path_rate=dp).train()
-    model.attention = attention
+        model = VAR(depth=depth, patch_nums=cfg.patch_nums, drop_path_rate=dp, attention=attention).train()
     if cfg.activation_checkpointing:
         enable_activation_checkpointing(model)
     if cfg.compiled:
@@ -184,7 +184,7 @@ def add_parser(sub):
     b.add_argument("--steps", type=int, default=5, help="timed optimizer steps per row")
     b.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps before them")
     b.add_argument("--activation-checkpointing", action="store_true", help="recompute blocks in the backward")
-    b.add_argument("--attention", nargs="+", choices=["masked", "per_scale", "flex"], default=["masked"],
+    b.add_argument("--attention", nargs="+", choices=TEACHER_FORCING_ATTENTION, default=["masked"],
                    help="teacher-forcing attention implementations")
     b.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
     b.add_argument("--compile", action="store_true", help="torch.compile each block")

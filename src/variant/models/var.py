@@ -203,12 +203,21 @@ class AdaLNBeforeHead(nn.Module):
         return self.ln_wo_grad(x).mul(scale).add(shift)
 
 
+# Teacher forcing's attention, all the same result: "masked" (one call with the L x L
+# block-causal mask, as the reference does; what training uses), "per_scale" (one unmasked
+# call per scale) or "flex" (FlexAttention skipping fully masked tiles; compiled blocks on
+# GPU). The other two are for `variant bench train --attention`.
+TEACHER_FORCING_ATTENTION = ("masked", "per_scale", "flex")
+
+
 class VAR(nn.Module):
     def __init__(self, depth=16, width=None, num_heads=None, num_classes=1000, vocab_size=4096,
                  cvae=32, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), mlp_ratio=4.0,
                  shared_aln=False, attn_l2_norm=True, cond_drop_rate=0.1, norm_eps=1e-6,
-                 drop_path_rate=0.0):
+                 drop_path_rate=0.0, attention="masked"):
         super().__init__()
+        if attention not in TEACHER_FORCING_ATTENTION:
+            raise ValueError(f"attention must be one of {', '.join(TEACHER_FORCING_ATTENTION)}, got {attention!r}")
         width = 64 * depth if width is None else width          # released models: C = 64 D
         num_heads = depth if num_heads is None else num_heads   # and head dim 64
         if width % num_heads:
@@ -218,10 +227,7 @@ class VAR(nn.Module):
         self.patch_nums = tuple(patch_nums)
         self.shared_aln = shared_aln
         self.cond_drop_rate = cond_drop_rate
-        # Teacher forcing's attention, all the same result: "masked" (one call with the L x L
-        # block-causal mask, as the reference does), "per_scale" (one unmasked call per
-        # scale) or "flex" (FlexAttention skipping fully masked tiles; compiled blocks on GPU).
-        self.attention = "masked"
+        self.attention = attention   # teacher forcing's (TEACHER_FORCING_ATTENTION); fixed at build
         self._block_masks = {}
         self.L = sum(p * p for p in self.patch_nums)
         self.first_l = self.patch_nums[0] ** 2

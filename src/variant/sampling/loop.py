@@ -116,9 +116,9 @@ def guide(rows: torch.Tensor, t: float) -> torch.Tensor:
     return (1 + t) * rows[:B] - t * rows[B:]
 
 
-# Images the VQVAE decodes at once. Its full-resolution float32 activations take about
-# 0.4 GiB an image at 256 px (ch 160): a whole sampling batch of 125 at once took half of
-# the 92 GiB a sample job reserved on the H200 (README: the rehearsal).
+# Images the VQVAE decodes at once: its full-resolution float32 activations grow with the
+# batch, and a whole sampling batch decoded at once doubled a sample job's GPU memory
+# (README: the rehearsal).
 DECODE_BATCH = 32
 
 
