@@ -99,6 +99,10 @@ def random_inception(path: Path, seed: int = 0) -> Path:
         net = Unloaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
     finally:
         empty.unlink()
+    with torch.no_grad():   # He init: torch's default init shrinks the activations at every layer,
+        for m in net.modules():   # so that all images got the same (near-zero) features and FID 0
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
     save_state_dict(net, path)
     _log(f"{path}: torch-fidelity's Inception-v3 with random weights")
     return path
