@@ -12,6 +12,8 @@ import yaml
 from PIL import Image
 
 from conftest import cli_main
+from variant import standins
+from variant.metrics import extract_features, feature_layer, fid_stats, image_set
 from variant.models import VAR
 from variant.models.checkpoint import build_vae, build_var, read_state_dict
 
@@ -151,3 +153,19 @@ def test_fetch_verifies_records_and_links_the_stand_ins(rehearsal):
         assert r.returncode == 2 and "var_d4.pth" in r.stderr and recorded in r.stderr
     finally:   # the module's other tests read the file (in place: var.pth is the same inode)
         (out / "var_d4.pth").write_bytes(good)
+
+
+def test_the_random_inception_gives_each_image_its_own_features(tmp_path):
+    """With torch's default init the activations shrank to ~1e-8 and every image got the
+    same features (the rehearsal's FIDs were 1e-12); the stand-in's must vary between
+    images, so that FID, precision and recall compute on real spreads."""
+    rng = np.random.default_rng(0)
+    images = np.stack([np.asarray(standins._jpeg(rng, 128, 128)) for _ in range(4)])
+    weights = standins.random_inception(tmp_path / "inception.pth")
+    layer = feature_layer("inception-v3-compat", "fid")
+    feats = torch.as_tensor(extract_features(image_set(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()),
+                                             [layer], "inception-v3-compat", weights, "cpu")[layer]).double()
+    assert feats.shape == (4, 2048) and torch.isfinite(feats).all()
+    spread, size = feats.std(0).mean().item(), feats.abs().mean().item()
+    assert size > 1e-2 and spread > 1e-2 * size, (size, spread)
+    assert np.trace(fid_stats(feats)["sigma"]) > 0
