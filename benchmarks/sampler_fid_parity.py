@@ -32,12 +32,12 @@ from variant.stages.reference import load as load_reference
 from variant.stages.sample import sample_shard
 from variant.sampling import LeanSampler, generate, tf32
 
-MODES = ("reference", "reference-fp32", "lean", "lean-bf16")
+MODES = ("reference", "reference-fp32", "lean", "lean-bf16", "lean-fp8")
 
 
 def sampler_for(mode: str, var, vae, device):
     if mode.startswith("lean"):
-        return LeanSampler(var, vae, precision="bf16" if mode == "lean-bf16" else None).generate
+        return LeanSampler(var, vae, precision=mode.removeprefix("lean-") if mode != "lean" else None).generate
     if mode == "reference-fp32":
         def run(*a, **k):
             with tf32(False):

@@ -278,6 +278,14 @@ def test_cli_runs_tokenize_train_and_bench(setup, tmp_path, monkeypatch):
                  "--drop-path", "0", "--out", str(out)]) == 0
     df = pd.read_parquet(out)                           # another configuration: a row of its own
     assert len(df) == 3 and sorted(df["drop_path"]) == [0.0, 0.1 * 2 / 24, 0.1 * 2 / 24]
+    ref = tmp_path / "reference.parquet"   # the reference trainer's recipe measured beside ours
+    assert main(["bench", "train", "--depth", "2", "--batch-per-gpu", "2", "--dtype", "fp32", "--subnet-prob", "0",
+                 "--patch-nums", "1", "2", "3", "--steps", "1", "--warmup", "0", "--device", "cpu",
+                 "--reference", "--out", str(ref)]) == 0
+    df = pd.read_parquet(ref).set_index("dtype")
+    assert list(df.index) == ["fp16", "fp32"] and not df["compiled"].any() and (df["attention"] == "masked").all()
+    assert df.loc["fp16", "vs_reference"] == 1.0
+    assert df.loc["fp32", "vs_reference"] == pytest.approx(df.loc["fp32", "tokens_per_s"] / df.loc["fp16", "tokens_per_s"])
 
 
 def test_activation_checkpointing_recomputes_the_same_drop_masks():

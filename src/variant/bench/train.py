@@ -3,7 +3,9 @@
 One row per (depth, batch per GPU, dtype, subnet probability, attention). A step is
 `accum` micro-batches of `batch` per process, then the all-reduce and AdamW update, as in
 training (variant.training.step). MFU counts FLOPs with variant.costmodel; results and
-their reading are in benchmarks/README.md.
+their reading are in benchmarks/README.md. With `reference`, each (depth, batch) is also
+measured as the reference trainer runs its step (REFERENCE_RECIPE), in the same process,
+and every row records its speed against that one (`vs_reference`).
 """
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ PEAK_TFLOPS = {  # dense tensor-core peaks per GPU (fp32: no TF32), SXM parts
     "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5},
 }
 # a re-measured configuration replaces its earlier row
+# The reference trainer's step: fp16 autocast with GradScaler, eager (no torch.compile), one
+# attention call with the L x L block-causal mask; fused AdamW, clipping and drop-path as ours.
+REFERENCE_RECIPE = {"dtype": "fp16", "compiled": False, "attention": "masked"}
 ROW_KEY = ["gpu", "n_gpus", "depth", "batch_per_gpu", "accum", "dtype", "subnet_prob", "attention",
            "activation_checkpointing", "compiled", "drop_path"]
 
@@ -57,6 +62,7 @@ class TrainBench:
     compiled: bool = False
     trace: str | None = None                # GPU kernel table of one step of the first row
     drop_path: float | None = None          # None: the reference's 0.1 x depth / 24
+    reference: bool = False                 # also measure REFERENCE_RECIPE per (depth, batch)
 
 
 def device_slug(device: torch.device) -> str:
@@ -73,17 +79,25 @@ def bench_train(cfg: TrainBench, device: str = "cpu", echo=print) -> pd.DataFram
     info = init_distributed(device)
     commit = git_commit()
     rows = []
-    for depth, batch, dtype, p, attention in itertools.product(cfg.depths, cfg.batches, cfg.dtypes, cfg.probs,
-                                                               cfg.attentions):
-        row = measure(cfg, info, depth, batch, dtype, p, attention, trace=cfg.trace if not rows else None)
+    configs = [(depth, batch, dtype, p, attention, cfg.compiled) for depth, batch, dtype, p, attention
+               in itertools.product(cfg.depths, cfg.batches, cfg.dtypes, cfg.probs, cfg.attentions)]
+    if cfg.reference:   # first, so its row is measured before any compiled model warms the GPU
+        r = REFERENCE_RECIPE
+        refs = [(depth, batch, r["dtype"], 0.0, r["attention"], r["compiled"])
+                for depth, batch in itertools.product(cfg.depths, cfg.batches)]
+        configs = refs + [c for c in configs if c not in refs]
+    for depth, batch, dtype, p, attention, compiled in configs:
+        row = measure(cfg, info, depth, batch, dtype, p, attention, compiled, trace=cfg.trace if not rows else None)
         rows.append(row | {"seed": 0, "git_commit": commit, "torch_version": torch.__version__})
         oom, dp = row["oom"], row["drop_path"]
         echo(f"d{depth} batch {batch}/gpu x{cfg.accum} x{info.world} {dtype} p={p} {attention}"
-             f"{' compiled' if cfg.compiled else ''}{' ckpt' if cfg.activation_checkpointing else ''}"
+             f"{' compiled' if compiled else ''}{' ckpt' if cfg.activation_checkpointing else ''}"
              f" drop-path {dp:g}: "
              + ("OOM" if oom else f"{row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.3f}, "
                 f"peak {row['peak_mib']:,.0f} MiB"))
     df = pd.DataFrame(rows)
+    if cfg.reference:
+        df["vs_reference"] = df["tokens_per_s"] / df.apply(lambda row: reference_tokens_per_s(df, row), axis=1)
     df.attrs["slug"] = device_slug(info.device)
     df.attrs["main"] = info.main
     if info.owns_group:
@@ -91,8 +105,17 @@ def bench_train(cfg: TrainBench, device: str = "cpu", echo=print) -> pd.DataFram
     return df
 
 
+def reference_tokens_per_s(df: pd.DataFrame, row) -> float:
+    """tokens/s of the reference recipe's row at `row`'s depth and batch (subnet p 0)."""
+    ref = df[(df["depth"] == row["depth"]) & (df["batch_per_gpu"] == row["batch_per_gpu"])
+             & (df["subnet_prob"] == 0.0)]
+    for key, value in REFERENCE_RECIPE.items():
+        ref = ref[ref[key] == value]
+    return float(ref["tokens_per_s"].iloc[0])
+
+
 def measure(cfg: TrainBench, info: DistInfo, depth: int, batch: int, dtype: str, p: float, attention: str,
-            trace: str | None = None) -> dict:
+            compiled: bool, trace: str | None = None) -> dict:
     """One row: warm-up steps, then `cfg.steps` timed steps of a fresh random VAR."""
     from variant.models import VAR
     from variant.models.vqvae import MultiScaleQuantizer
@@ -103,7 +126,7 @@ def measure(cfg: TrainBench, info: DistInfo, depth: int, batch: int, dtype: str,
         model = VAR(depth=depth, patch_nums=cfg.patch_nums, drop_path_rate=dp, attention=attention).train()
     if cfg.activation_checkpointing:
         enable_activation_checkpointing(model)
-    if cfg.compiled:
+    if compiled:
         compile_blocks(model)
     quant = MultiScaleQuantizer(4096, 32, cfg.patch_nums).to(info.device).eval().requires_grad_(False)
     opt = make_optimizer(model, 1e-6, (0.9, 0.95), 0.05, info.device)
@@ -153,7 +176,7 @@ def measure(cfg: TrainBench, info: DistInfo, depth: int, batch: int, dtype: str,
     return {"gpu": gpu, "n_gpus": info.world, "depth": depth, "batch_per_gpu": batch,
             "accum": cfg.accum, "dtype": dtype, "subnet_prob": float(p), "attention": attention,
             "activation_checkpointing": bool(cfg.activation_checkpointing),
-            "compiled": bool(cfg.compiled), "drop_path": float(dp),
+            "compiled": bool(compiled), "drop_path": float(dp),
             "tokens_per_s": tps, "step_s": math.nan if oom else t / cfg.steps, "mfu": mfu,
             "peak_mib": peak, "oom": oom}
 
@@ -189,6 +212,9 @@ def add_parser(sub):
     b.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
     b.add_argument("--compile", action="store_true", help="torch.compile each block")
     b.add_argument("--trace", default=None, help="write a GPU kernel table of one step (first row) here")
+    b.add_argument("--reference", action="store_true",
+                   help="also measure the reference trainer's step (fp16 autocast + GradScaler, eager, "
+                        "masked attention) at each depth and batch, and each row's speed against it")
     b.add_argument("--drop-path", type=float, default=None,
                    help="stochastic-depth rate (default: the reference's 0.1 x depth / 24; 0 turns it off)")
     # no --profile/--params: the model is random and sized by the options above
@@ -202,7 +228,7 @@ def _main(args) -> int:
     cfg = TrainBench(tuple(args.depth), tuple(args.batch_per_gpu), tuple(args.dtype), tuple(args.subnet_prob),
                      tuple(args.attention), args.steps, args.warmup, args.subnet_depth, args.bridge,
                      tuple(args.patch_nums), args.activation_checkpointing, args.accum, args.compile,
-                     args.trace, args.drop_path)
+                     args.trace, args.drop_path, args.reference)
     df = bench_train(cfg, device)
     if not df.attrs["main"]:
         return 0

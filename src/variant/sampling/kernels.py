@@ -57,6 +57,20 @@ if triton is not None:
         tl.store(h_out + n * C + cols, (y * sc + sh).to(h_out.dtype.element_ty), mask=m)
 
     @triton.jit
+    def _quantize_rows_kernel(x, out, scale, K, fp8_max, GELU: tl.constexpr, BLOCK: tl.constexpr):
+        n = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        m = cols < K
+        v = tl.load(x + n * K + cols, mask=m, other=0.0).to(tl.float32)
+        if GELU:   # tanh-GELU: 0.5 v (1 + tanh(z)) = v sigmoid(2 z)
+            v = v * tl.sigmoid(1.5957691216057308 * (v + 0.044715 * v * v * v))
+            v = v.to(x.dtype.element_ty).to(tl.float32)   # rounded as torch's GELU output is
+        s = tl.maximum(tl.max(tl.abs(v), axis=0), 1e-12) / fp8_max
+        q = tl.minimum(tl.maximum(v / s, -fp8_max), fp8_max)
+        tl.store(out + n * K + cols, q.to(out.dtype.element_ty), mask=m)
+        tl.store(scale + n, s)
+
+    @triton.jit
     def _merge_kernel(o1, o2, lse1, lse2, out, L, H, o1_sb, o1_sh, o1_sl, o2_sb, o2_sh, o2_sl,
                       a_sb, a_sh, a_sl, b_sb, b_sh, b_sl, HP: tl.constexpr, D: tl.constexpr):
         n = tl.program_id(0).to(tl.int64)
@@ -156,3 +170,23 @@ def ffn_fused(ffn, h):
         return ffn(h)
     u = torch._addmm_activation(ffn.fc1.bias, h.flatten(0, 1), ffn.fc1.weight.t(), use_gelu=True)
     return ffn.fc2(u.view(*h.shape[:2], -1))
+
+
+FP8 = torch.float8_e4m3fn
+
+
+def quantize_rows(x, gelu: bool = False, use_triton: bool = False):
+    """x (M, K) -> (q, s): q in float8 e4m3, s (M, 1) float32 with x ~ q * s, each row's
+    largest magnitude at e4m3's largest value. gelu: quantise tanh-GELU(x) instead."""
+    fp8_max = torch.finfo(FP8).max
+    if use_triton and x.is_contiguous():
+        M, K = x.shape
+        q, s = torch.empty(M, K, dtype=FP8, device=x.device), torch.empty(M, 1, dtype=torch.float32, device=x.device)
+        _quantize_rows_kernel[(M,)](x, q, s, K, fp8_max, GELU=gelu, BLOCK=triton.next_power_of_2(K),
+                                    num_warps=8 if K >= 2048 else 4)
+        return q, s
+    if gelu:
+        x = F.gelu(x, approximate="tanh")
+    x = x.float()
+    s = x.abs().amax(-1, keepdim=True).clamp_min(1e-12) / fp8_max
+    return (x / s).clamp(-fp8_max, fp8_max).to(FP8), s

@@ -40,6 +40,7 @@ class LeanPass:
         self.qkv_bias, self.k_scale, self._level_pos = sampler.qkv_bias, sampler.k_scale, sampler.level_pos
         self.triton = sampler.use_triton
         self.concat_last = sampler.last_scale == "concat"   # ablation: see LeanSampler
+        self.fp8 = self.precision.fp8
         self.mods, self.head_terms = {}, None
 
     def condition(self, cond, cond_blocks, layers):
@@ -82,7 +83,9 @@ class LeanPass:
         del h
         x, h = add_ln_mod(x, a, m.gamma1, m.shift2, m.scale2, eps, self.triton, dtype)
         del a
-        state += [x, (ffn_fused(block.ffn, h), m.gamma2)]
+        ffn = block.ffn
+        f = ffn.fc2(ffn.fc1(h), gelu=True) if self.fp8 else ffn_fused(ffn, h)
+        state += [x, (f, m.gamma2)]
 
     def attention(self, i, h, store, mask):
         """Attention of block i. Its keys and values go straight into the cache; at the
@@ -90,7 +93,10 @@ class LeanPass:
         attn, cache = self.var.blocks[i].attn, self.cache
         B, L, C = h.shape
         H, c = attn.num_heads, attn.head_dim
-        qkv = attn.qkv(h, self.qkv_bias[i])
+        if self.fp8:   # an Fp8Linear (fp8.py) takes the bias as an argument
+            qkv = attn.mat_qkv(h, self.qkv_bias[i]).view(B, L, 3, H, c)
+        else:
+            qkv = attn.qkv(h, self.qkv_bias[i])
         past_k, past_v = cache.held(i)
         k, v = cache.extend(i, L) if store else (qkv.new_empty(B, L, H, c), qkv.new_empty(B, L, H, c))
         if attn.attn_l2_norm:
@@ -162,6 +168,9 @@ class LeanSampler:
         if self.precision_name not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         p = self.precision = PRECISIONS[self.precision_name]
+        if p.fp8:
+            from variant.sampling.fp8 import check_fp8_device
+            check_fp8_device(device)
         if not p.faithful:
             warnings.warn(f"lean sampler precision {self.precision_name}: {p.note}", stacklevel=2)
         self.dtype, self.device = p.matmul, device          # dtype: the KV cache's

@@ -3,7 +3,7 @@
 The default on a GPU, `fp16`, keeps the reference's fp16 matmuls and everything else in
 float32, so it stays at least as close to a float32 run as the reference's own fp16
 autocast does (`variant bench precision` measures it); `bf16` is faster and further
-away, an opt-in.
+away, an opt-in; `fp8` runs the blocks' four matmuls in float8 (fp8.py), an opt-in too.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class Precision:
     head: torch.dtype     # the head's normalisation, guidance and logits
     faithful: bool        # at least as close to float32 as the reference's fp16 autocast
     note: str
+    fp8: bool = False     # the blocks' Linears in float8 e4m3 (fp8.py), output in `matmul`
 
     @property
     def tf32_head(self) -> bool:
@@ -43,6 +44,10 @@ PRECISIONS = {
                            "further from float32 than the reference)"),
     "bf16": Precision(torch.bfloat16, torch.bfloat16, torch.bfloat16, False,
                       "bf16 throughout (opt-in: further from float32 than the reference)"),
+    "fp8": Precision(torch.bfloat16, torch.float32, torch.float32, False,
+                     "fp8 (e4m3) block matmuls with per-token and per-channel scales, bf16 attention "
+                     "and KV cache, float32 stream and logits (opt-in: its quality cost is in the README)",
+                     fp8=True),
 }
 
 
@@ -58,6 +63,9 @@ def sampling_copy(var: VAR, precision: Precision) -> VAR:
     out.head_nm.to(precision.head)
     out.head.to(precision.head)
     out.blocks = nn.ModuleList(copy.deepcopy(b).to(precision.matmul) for b in var.blocks)
+    if precision.fp8:
+        from variant.sampling.fp8 import to_fp8
+        to_fp8(out, precision.matmul)
     return out.eval().requires_grad_(False)
 
 

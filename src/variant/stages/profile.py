@@ -10,8 +10,9 @@ Modes: `reference` (ConcatKVCache under fp16 autocast with TF32, the reference's
 and accounting), `lean` (LeanSampler in its default precision, fp16 matmuls with a float32
 stream; fused Triton kernels, log-sum-exp split at the last scale, CUDA graphs), two
 ablations of it: `lean-eager` (no CUDA graphs) and `lean-unfused` (torch elementwise ops
-and a concatenated last scale, with graphs), and `lean-bf16` (the opt-in all-bf16
-precision, further from float32 than the reference).
+and a concatenated last scale, with graphs), `lean-bf16` (the opt-in all-bf16
+precision, further from float32 than the reference) and `lean-fp8` (the opt-in fp8 block
+matmuls; a GPU of compute capability 8.9 or later).
 
 The stage measures what params `profiling` asks for on the profile's checkpoints;
 `variant bench sample` (variant.bench.sample) runs the same sweep with every knob on the
@@ -39,11 +40,12 @@ from variant.util.atomic import write_parquet
 from variant.util.provenance import device_name, git_commit
 
 MiB = 2**20
-MODES = ("reference", "lean", "lean-eager", "lean-unfused", "lean-bf16")
+MODES = ("reference", "lean", "lean-eager", "lean-unfused", "lean-bf16", "lean-fp8")
 # what each lean mode switches on: (CUDA graphs, elementwise kernels, last scale, precision;
 # None: the sampler's default)
 LEAN_MODES = {"lean": (True, "triton", "split", None), "lean-eager": (False, "triton", "split", None),
-              "lean-unfused": (True, "torch", "concat", None), "lean-bf16": (True, "triton", "split", "bf16")}
+              "lean-unfused": (True, "torch", "concat", None), "lean-bf16": (True, "triton", "split", "bf16"),
+              "lean-fp8": (True, "triton", "split", "fp8")}
 COLUMNS = ["gpu", "mode", "method", "config", "depth", "subnet_depth", "bridge", "batch",
            "memory_cap_gib", "latency_s", "peak_mib", "kv_mib", "params_mib", "images_per_s", "oom"]
 
