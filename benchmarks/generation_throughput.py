@@ -4,7 +4,8 @@ Measures on the GPU at hand, with random weights (speed does not depend on their
   - generation images/s of VAR-d30 + VQVAE (256 px) with the lean sampler, VQVAE decoding
     included, for every paper depth at N=6, seeded as the sample stage runs it (one
     generator per shard, so no CUDA graph) and unseeded (CUDA graph replay);
-  - the VQVAE decode alone;
+  - the VQVAE decode alone, in float32 and under the reference's fp16 autocast (what the
+    lean sampler's default does), with the uint8 pixels' difference to float32;
   - torch-fidelity's Inception feature extraction (inception-v3-compat, randomly
     initialised) images/s on uint8 256 px images.
 Then projects the paper profile's grid (50 configurations x 50,000 images, see
@@ -28,6 +29,8 @@ from variant.util.atomic import write_parquet
 from variant.util.provenance import git_commit
 from variant.names import subnet_of
 from variant.sampling import LeanSampler
+from variant.sampling.loop import decode_images
+from variant.stages.sample import to_uint8
 
 
 
@@ -87,10 +90,15 @@ def main():
                              batch=a.batch, seeded=seeded, seconds=s, images_per_s=a.batch / s))
             print(rows[-1])
     f_hat = torch.randn(a.batch, var.cvae, 16, 16, device="cuda")
-    with torch.no_grad():
-        s = timed(lambda: vae.fhat_to_img(f_hat), a.repeats)
-    rows.append(dict(gpu=gpu, what="vqvae decode", batch=a.batch, seconds=s, images_per_s=a.batch / s))
-    print(rows[-1])
+    with torch.no_grad():   # float32 (TF32 convolutions) and the reference's fp16 autocast
+        exact = to_uint8(decode_images(vae, f_hat))
+        for name, dtype in (("fp32", None), ("fp16-autocast", torch.float16)):
+            s = timed(lambda: decode_images(vae, f_hat, dtype), a.repeats)
+            diff = (to_uint8(decode_images(vae, f_hat, dtype)).astype(int) - exact).__abs__()
+            rows.append(dict(gpu=gpu, what="vqvae decode", decode=name, batch=a.batch, seconds=s,
+                             images_per_s=a.batch / s, uint8_max_diff_vs_fp32=int(diff.max()),
+                             uint8_frac_differ_vs_fp32=float((diff > 0).mean())))
+            print(rows[-1])
     for batch in (250,):
         ips = inception_images_per_s(batch, a.repeats)
         rows.append(dict(gpu=gpu, what="inception features", batch=batch, images_per_s=ips, seconds=batch / ips))

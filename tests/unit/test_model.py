@@ -347,3 +347,20 @@ def test_images_are_decoded_in_parts_as_one_batch_would_be():
 def test_an_unknown_attention_is_refused_when_the_model_is_built():
     with pytest.raises(ValueError, match="attention must be one of masked, per_scale, flex, got 'dense'"):
         small_var(attention="dense")
+
+
+def test_decode_under_autocast_as_the_reference_and_leave_the_callers_autocast_alone():
+    """A dtype decodes under autocast (on a CPU bf16 stands in for CUDA's fp16): float32 out,
+    near the float32 decode; no dtype keeps the caller's context, also an autocast one."""
+    from variant.sampling import PRECISIONS, loop
+    vae = small_vae()
+    f_hat = torch.randn(3, vae.Cvae, PATCH_NUMS[-1], PATCH_NUMS[-1], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        exact = loop.decode_images(vae, f_hat)
+        half = loop.decode_images(vae, f_hat, torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outer = loop.decode_images(vae, f_hat)
+    assert half.dtype == outer.dtype == torch.float32
+    assert 0 < (half - exact).abs().max() < 0.05
+    torch.testing.assert_close(outer, half, rtol=0, atol=0)
+    assert PRECISIONS["fp32"].decode is None and PRECISIONS["fp16"].decode == torch.float16

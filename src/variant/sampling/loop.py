@@ -11,6 +11,8 @@ cache, the guided logits, the token draw and the f_hat update op.
 """
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -122,9 +124,14 @@ def guide(rows: torch.Tensor, t: float) -> torch.Tensor:
 DECODE_BATCH = 32
 
 
-def decode_images(vae: VQVAE, f_hat: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] from the final f_hat, DECODE_BATCH images at a time."""
-    return torch.cat([vae.fhat_to_img(part) for part in f_hat.split(DECODE_BATCH)]).add(1).mul(0.5)
+def decode_images(vae: VQVAE, f_hat: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Images in [0, 1] (float32) from the final f_hat, DECODE_BATCH images at a time.
+    dtype: decode under autocast to it (the reference decodes inside its fp16 autocast);
+    None: as the caller's context has it."""
+    amp = torch.autocast(f_hat.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with amp:
+        parts = [vae.fhat_to_img(part).float() for part in f_hat.split(DECODE_BATCH)]
+    return torch.cat(parts).add(1).mul(0.5)
 
 
 def _next_input(backend: Backend, q, f_hat, k: int, dtype) -> torch.Tensor:

@@ -26,6 +26,7 @@ class Precision:
     faithful: bool        # at least as close to float32 as the reference's fp16 autocast
     note: str
     fp8: bool = False     # the blocks' Linears in float8 e4m3 (fp8.py), output in `matmul`
+    decode: torch.dtype | None = torch.float16   # the VQVAE decode's autocast (None: float32)
 
     @property
     def tf32_head(self) -> bool:
@@ -37,8 +38,9 @@ class Precision:
 PRECISIONS = {
     "fp16": Precision(torch.float16, torch.float32, torch.float32, True,
                       "fp16 matmuls and KV cache as the reference's autocast; float32 residual "
-                      "stream, normalisation, AdaLN terms and logits (head in TF32)"),
-    "fp32": Precision(torch.float32, torch.float32, torch.float32, True, "float32 throughout"),
+                      "stream, normalisation, AdaLN terms and logits (head in TF32); the VQVAE "
+                      "decodes under fp16 autocast, as the reference's does"),
+    "fp32": Precision(torch.float32, torch.float32, torch.float32, True, "float32 throughout", decode=None),
     "bf16-fp32": Precision(torch.bfloat16, torch.float32, torch.float32, False,
                            "bf16 matmuls and KV cache, float32 stream and logits (opt-in: "
                            "further from float32 than the reference)"),
