@@ -2,10 +2,11 @@
 # benchmarks/sampler_fid_parity.py from a clean checkout on one GPU: the profile's data,
 # pre-trained VQVAE and VAR, feature extractor and reference statistics (each skipped
 # when present, so a second call resumes), then the parity rows.
-#   benchmarks/run_sampler_fid_parity.sh [PROFILE] [OUT]
+#   benchmarks/run_sampler_fid_parity.sh [PROFILE] [OUT] [sampler_fid_parity.py options, e.g. --modes ...]
 set -euo pipefail
 P=${1:-small}
 OUT=${2:-results/benchmarks/sampler_fid_parity.parquet}
+shift $(( $# < 2 ? $# : 2 ))
 A=artifacts/$P
 variant() { python3 -m variant.cli "$@"; }
 for split in train eval; do
@@ -23,4 +24,4 @@ for pid in "${pids[@]}"; do wait "$pid"; done
     --weights "$A/feature_extractor.pth" --out "$A/reference/stats.npz"
 python3 benchmarks/sampler_fid_parity.py --profile "$P" --var "$A/pretrained/var.pth" \
     --vae "$A/pretrained/vae.pth" --stats "$A/reference/stats.npz" --weights "$A/feature_extractor.pth" \
-    --out "$OUT"
+    --out "$OUT" "$@"

@@ -254,7 +254,7 @@ def test_two_processes_equal_one_with_accumulation(setup, tmp_path):
     assert one["finished"]
 
 
-def test_cli_runs_tokenize_train_and_bench(setup, tmp_path, monkeypatch):
+def test_cli_runs_tokenize_train_and_bench(setup, tmp_path, monkeypatch, capsys):
     from variant.cli import main
     monkeypatch.chdir(ROOT)
     rc = main(["train", "--profile", "tiny", "--run", "skipall_d4", "--init", str(setup / "var.pth"),
@@ -278,14 +278,18 @@ def test_cli_runs_tokenize_train_and_bench(setup, tmp_path, monkeypatch):
                  "--drop-path", "0", "--out", str(out)]) == 0
     df = pd.read_parquet(out)                           # another configuration: a row of its own
     assert len(df) == 3 and sorted(df["drop_path"]) == [0.0, 0.1 * 2 / 24, 0.1 * 2 / 24]
-    ref = tmp_path / "reference.parquet"   # the reference trainer's recipe measured beside ours
-    assert main(["bench", "train", "--depth", "2", "--batch-per-gpu", "2", "--dtype", "fp32", "--subnet-prob", "0",
-                 "--patch-nums", "1", "2", "3", "--steps", "1", "--warmup", "0", "--device", "cpu",
-                 "--reference", "--out", str(ref)]) == 0
-    df = pd.read_parquet(ref).set_index("dtype")
-    assert list(df.index) == ["fp16", "fp32"] and not df["compiled"].any() and (df["attention"] == "masked").all()
-    assert df.loc["fp16", "vs_reference"] == 1.0
-    assert df.loc["fp32", "vs_reference"] == pytest.approx(df.loc["fp32", "tokens_per_s"] / df.loc["fp16", "tokens_per_s"])
+    ref = tmp_path / "reference.parquet"   # the reference trainer's recipe measured beside ours,
+    small = ["bench", "train", "--depth", "2", "--dtype", "fp32", "--subnet-prob", "0", "--patch-nums", "1", "2",
+             "3", "--steps", "1", "--warmup", "0", "--device", "cpu", "--out", str(ref)]
+    assert main(small + ["--batch-per-gpu", "2", "4", "--accum", "2", "1", "--reference"]) == 0
+    df = pd.read_parquet(ref)      # at the first shape; 4 x 1 is the same step as 2 x 2
+    assert list(zip(df["dtype"], df["batch_per_gpu"], df["accum"])) == [("fp16", 2, 2), ("fp32", 2, 2), ("fp32", 4, 1)]
+    assert not df["compiled"].any() and (df["attention"] == "masked").all()
+    assert df["vs_reference"].iloc[0] == 1.0
+    np.testing.assert_allclose(df["vs_reference"], df["tokens_per_s"] / df["tokens_per_s"].iloc[0])
+    capsys.readouterr()
+    assert main(small + ["--batch-per-gpu", "2", "4", "--accum", "2", "1", "1"]) != 0
+    assert "--accum takes one value or one per --batch-per-gpu (2), got 3" in capsys.readouterr().err
 
 
 def test_activation_checkpointing_recomputes_the_same_drop_masks():

@@ -3,9 +3,10 @@
 One row per (depth, batch per GPU, dtype, subnet probability, attention). A step is
 `accum` micro-batches of `batch` per process, then the all-reduce and AdamW update, as in
 training (variant.training.step). MFU counts FLOPs with variant.costmodel; results and
-their reading are in benchmarks/README.md. With `reference`, each (depth, batch) is also
-measured as the reference trainer runs its step (REFERENCE_RECIPE), in the same process,
-and every row records its speed against that one (`vs_reference`).
+their reading are in benchmarks/README.md. With `reference`, each depth is also measured
+as the reference trainer runs its step (REFERENCE_RECIPE, at the first batch shape), in the
+same process, and every row records its speed against that one at the same samples per
+step (`vs_reference`).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ class TrainBench:
     bridge: int = 6
     patch_nums: tuple[int, ...] = PAPER_PATCH_NUMS
     activation_checkpointing: bool = False
-    accum: int = 1
+    accum: tuple[int, ...] = (1,)           # micro-batches per step: one for all batches, or one each
     compiled: bool = False
     trace: str | None = None                # GPU kernel table of one step of the first row
     drop_path: float | None = None          # None: the reference's 0.1 x depth / 24
@@ -79,18 +80,19 @@ def bench_train(cfg: TrainBench, device: str = "cpu", echo=print) -> pd.DataFram
     info = init_distributed(device)
     commit = git_commit()
     rows = []
-    configs = [(depth, batch, dtype, p, attention, cfg.compiled) for depth, batch, dtype, p, attention
-               in itertools.product(cfg.depths, cfg.batches, cfg.dtypes, cfg.probs, cfg.attentions)]
-    if cfg.reference:   # first, so its row is measured before any compiled model warms the GPU
+    shapes = step_shapes(cfg.batches, cfg.accum)
+    configs = [(depth, shape, dtype, p, attention, cfg.compiled) for depth, shape, dtype, p, attention
+               in itertools.product(cfg.depths, shapes, cfg.dtypes, cfg.probs, cfg.attentions)]
+    if cfg.reference:   # first, at the first shape, before any compiled model warms the GPU
         r = REFERENCE_RECIPE
-        refs = [(depth, batch, r["dtype"], 0.0, r["attention"], r["compiled"])
-                for depth, batch in itertools.product(cfg.depths, cfg.batches)]
+        refs = [(depth, shapes[0], r["dtype"], 0.0, r["attention"], r["compiled"]) for depth in cfg.depths]
         configs = refs + [c for c in configs if c not in refs]
-    for depth, batch, dtype, p, attention, compiled in configs:
-        row = measure(cfg, info, depth, batch, dtype, p, attention, compiled, trace=cfg.trace if not rows else None)
+    for depth, (batch, accum), dtype, p, attention, compiled in configs:
+        row = measure(cfg, info, depth, batch, accum, dtype, p, attention, compiled,
+                      trace=cfg.trace if not rows else None)
         rows.append(row | {"seed": 0, "git_commit": commit, "torch_version": torch.__version__})
         oom, dp = row["oom"], row["drop_path"]
-        echo(f"d{depth} batch {batch}/gpu x{cfg.accum} x{info.world} {dtype} p={p} {attention}"
+        echo(f"d{depth} batch {batch}/gpu x{accum} x{info.world} {dtype} p={p} {attention}"
              f"{' compiled' if compiled else ''}{' ckpt' if cfg.activation_checkpointing else ''}"
              f" drop-path {dp:g}: "
              + ("OOM" if oom else f"{row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.3f}, "
@@ -105,17 +107,28 @@ def bench_train(cfg: TrainBench, device: str = "cpu", echo=print) -> pd.DataFram
     return df
 
 
+def step_shapes(batches, accums) -> list[tuple[int, int]]:
+    """(micro-batch, accumulation) pairs: one accumulation for every batch, or one each."""
+    if len(accums) == 1:
+        return [(b, accums[0]) for b in batches]
+    if len(accums) != len(batches):
+        raise ValueError(f"--accum takes one value or one per --batch-per-gpu ({len(batches)}), got {len(accums)}")
+    return list(zip(batches, accums))
+
+
 def reference_tokens_per_s(df: pd.DataFrame, row) -> float:
-    """tokens/s of the reference recipe's row at `row`'s depth and batch (subnet p 0)."""
-    ref = df[(df["depth"] == row["depth"]) & (df["batch_per_gpu"] == row["batch_per_gpu"])
+    """tokens/s of the reference recipe's row at `row`'s depth and samples per step per GPU
+    (micro-batch x accumulation: the same optimizer step however it is split), subnet p 0."""
+    per_step = df["batch_per_gpu"] * df["accum"]
+    ref = df[(df["depth"] == row["depth"]) & (per_step == row["batch_per_gpu"] * row["accum"])
              & (df["subnet_prob"] == 0.0)]
     for key, value in REFERENCE_RECIPE.items():
         ref = ref[ref[key] == value]
-    return float(ref["tokens_per_s"].iloc[0])
+    return float(ref["tokens_per_s"].iloc[0]) if len(ref) else math.nan
 
 
-def measure(cfg: TrainBench, info: DistInfo, depth: int, batch: int, dtype: str, p: float, attention: str,
-            compiled: bool, trace: str | None = None) -> dict:
+def measure(cfg: TrainBench, info: DistInfo, depth: int, batch: int, accum: int, dtype: str, p: float,
+            attention: str, compiled: bool, trace: str | None = None) -> dict:
     """One row: warm-up steps, then `cfg.steps` timed steps of a fresh random VAR."""
     from variant.models import VAR
     from variant.models.vqvae import MultiScaleQuantizer
@@ -131,7 +144,7 @@ def measure(cfg: TrainBench, info: DistInfo, depth: int, batch: int, dtype: str,
     quant = MultiScaleQuantizer(4096, 32, cfg.patch_nums).to(info.device).eval().requires_grad_(False)
     opt = make_optimizer(model, 1e-6, (0.9, 0.95), 0.05, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=dtype == "fp16")
-    runner = StepRunner(model, quant, opt, scaler, info, dtype, 1.0, batch, cfg.accum, 0)
+    runner = StepRunner(model, quant, opt, scaler, info, dtype, 1.0, batch, accum, 0)
     sub = Subnet(depth, cfg.subnet_depth or max(2, depth // 2), min(cfg.bridge, len(cfg.patch_nums)),
                  len(cfg.patch_nums))
     shape = VARShape.of(model)
@@ -174,7 +187,7 @@ def measure(cfg: TrainBench, info: DistInfo, depth: int, batch: int, dtype: str,
     tps = math.nan if oom else cfg.steps * G * model.L / t
     mfu = flops / t / (peak_flops * 1e12 * info.world) if peak_flops and not oom else math.nan
     return {"gpu": gpu, "n_gpus": info.world, "depth": depth, "batch_per_gpu": batch,
-            "accum": cfg.accum, "dtype": dtype, "subnet_prob": float(p), "attention": attention,
+            "accum": accum, "dtype": dtype, "subnet_prob": float(p), "attention": attention,
             "activation_checkpointing": bool(cfg.activation_checkpointing),
             "compiled": bool(compiled), "drop_path": float(dp),
             "tokens_per_s": tps, "step_s": math.nan if oom else t / cfg.steps, "mfu": mfu,
@@ -209,7 +222,8 @@ def add_parser(sub):
     b.add_argument("--activation-checkpointing", action="store_true", help="recompute blocks in the backward")
     b.add_argument("--attention", nargs="+", choices=TEACHER_FORCING_ATTENTION, default=["masked"],
                    help="teacher-forcing attention implementations")
-    b.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
+    b.add_argument("--accum", type=int, nargs="+", default=[1],
+                   help="micro-batches per optimizer step: one value, or one per --batch-per-gpu (paired)")
     b.add_argument("--compile", action="store_true", help="torch.compile each block")
     b.add_argument("--trace", default=None, help="write a GPU kernel table of one step (first row) here")
     b.add_argument("--reference", action="store_true",
@@ -227,7 +241,7 @@ def _main(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = TrainBench(tuple(args.depth), tuple(args.batch_per_gpu), tuple(args.dtype), tuple(args.subnet_prob),
                      tuple(args.attention), args.steps, args.warmup, args.subnet_depth, args.bridge,
-                     tuple(args.patch_nums), args.activation_checkpointing, args.accum, args.compile,
+                     tuple(args.patch_nums), args.activation_checkpointing, tuple(args.accum), args.compile,
                      args.trace, args.drop_path, args.reference)
     df = bench_train(cfg, device)
     if not df.attrs["main"]:
