@@ -30,23 +30,24 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "sample": ["model", "data.num_classes", *SAMPLE_KEYS],
     "reference-stats": ["evaluate.extractor"],
     "evaluate": ["model.var.depth", "model.patch_nums", "data.num_classes", "sample.per_class", "sample.seed",
-                 "evaluate.extractor", "evaluate.bootstrap"],
+                 "evaluate.extractor", "evaluate.bootstrap", "train.seed"],
     "collect": [],
     "profile": ["model.var.depth", "model.patch_nums", "profiling", "train.subnet_depths", "train.bridge",
                 "sample.bridges", "sample.cfg", "sample.top_k", "sample.top_p", "sample.seed"],
     # the tables' layout (the DAG's runs), Table 3's cost model, Figure 7's sampling
     "report": ["model", "data.num_classes", "train.subnet_depths", "train.bridge", "train.fixed_ratios",
-               "train.skip_all_depths", "train.phases", "sample", "profiling.batches",
+               "train.skip_all_depths", "train.replica_seeds", "train.phases", "sample", "profiling.batches",
                "profiling.memory_cap_gib"],
     "grid": [],   # Figures 4 and 6 from packed samples alone
     "findings": ["model.var.depth", "model.patch_nums", "train.subnet_depths", "train.bridge",
-                 "train.fixed_ratios", "sample.bridges", "sample.table1_depth"],
+                 "train.fixed_ratios", "train.seed", "train.replica_seeds", "sample.bridges", "sample.table1_depth"],
 }
 # Report keys whose values only some items' outputs depend on (the report command reads
 # them all to lay out the DAG); DVC declares them on those items alone, so editing Figure 2's
 # ratios leaves Table 2 up to date.
 REPORT_KEYS_OF_ITEMS = {"train.fixed_ratios": ("pareto", "fig2b_losses", "fig2c_ratios"),
-                        "train.skip_all_depths": ("table5",)}
+                        "train.skip_all_depths": ("table5",),
+                        "train.replica_seeds": ()}   # the findings' replicas: in no report item
 
 
 def report_item_params(item: str) -> list[str]:
@@ -181,8 +182,25 @@ def table_runs(P: dict) -> dict[str, dict[str, list[str]]]:
         "fig2c_ratios": fixed | {names.snapshot(r, early): cfgs for r, cfgs in fixed.items()
                                  if early in snapshot_epochs(P, r)},
     }
+    # `variant findings`: the claims' trainings again with each of train.replica_seeds
+    claimed: dict[str, list[str]] = {}
+    for t in CLAIM_TABLES:
+        for run, cfgs in tables[t].items():
+            if run != names.PRETRAINED:
+                claimed.setdefault(run, []).extend(cfgs)
+    tables["findings"] = {r: cfgs for run, cfgs in claimed.items() for r in seed_replicas(P, run)}
     # N = K is the full network, so a grid can name `full` twice
     return {t: {run: list(dict.fromkeys(cfgs)) for run, cfgs in runs.items()} for t, runs in tables.items()}
+
+
+# The tables whose trainings a claim of `variant findings` compares (Table 1 compares
+# configurations of the pre-trained model only).
+CLAIM_TABLES = ("pareto", "table5", "table8")
+
+
+def seed_replicas(P: dict, run: str) -> list[str]:
+    """The training `run` with each of train.replica_seeds (none by default)."""
+    return [names.with_seed(run, s) for s in P["train"].get("replica_seeds", [])]
 
 
 # Outputs of `variant report --only ITEM`: name -> (kind, what it reads besides metric rows).
@@ -244,7 +262,7 @@ def trained_runs(P: dict) -> list[str]:
     runs = [names.progressive(d) for d in T["subnet_depths"]]
     runs += [names.fixed_ratio(p, T["fixed_ratios"]["depth"]) for p in T["fixed_ratios"]["p"]]
     runs += [names.skip_all(d) for d in T["skip_all_depths"]]
-    return runs
+    return runs + list(table_runs(P)["findings"])
 
 
 # ---- where every artifact lives -----------------------------------------------------------------

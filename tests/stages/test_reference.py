@@ -57,10 +57,11 @@ def test_cache_records_its_inputs_and_equals_recomputing(ref):
 def test_evaluate_reads_the_cache_not_the_reference(ref, monkeypatch):
     root = ref["root"]
     monkeypatch.setattr(ReferenceStats, "compute", lambda *a, **k: pytest.fail("reference features recomputed"))
-    row = evaluate(ref["P"], ref["samples"], ref["stats"], "fake", "full", root / "ckpt.pth",
+    row = evaluate(ref["P"], ref["samples"], ref["stats"], "progressive_d2_s4", "full", root / "ckpt.pth",
                    weights=root / "fe.pth", device="cpu", reference=root / "eval")
     assert row.loc[0, "num_samples"] == 50 and row.loc[0, "fid"] >= 0
     assert row.loc[0, "device"] == device_name("cpu")
+    assert row.loc[0, "train_seed"] == 4        # a seed replica's own seed, read off its name
 
 
 def test_collect_gathers_rows_and_writes_the_dvc_metrics(ref, tmp_path):
@@ -68,6 +69,7 @@ def test_collect_gathers_rows_and_writes_the_dvc_metrics(ref, tmp_path):
     root = ref["root"]
     row = evaluate(ref["P"], ref["samples"], ref["stats"], "pretrained", "full", root / "ckpt.pth",
                    weights=root / "fe.pth", device="cpu")
+    assert row.loc[0, "train_seed"] is None     # the pre-trained weights: no training seed
     paths = []
     for config, fid in (("full", row.loc[0, "fid"]), ("d2_N2", float("nan"))):
         paths.append(tmp_path / f"{config}.parquet")

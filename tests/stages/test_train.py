@@ -384,3 +384,16 @@ def test_two_tokenize_processes_write_the_files_of_one(setup, tmp_path):
     missing = {s["file"] for s in one["shards"]} - {one["shards"][1]["file"]}
     assert by[0] and by[1] and not by[0] & by[1] and by[0] | by[1] == missing   # split, none twice
     assert {k: v for k, v in two.items() if k != "data"} == {k: v for k, v in one.items() if k != "data"}
+
+
+def test_a_seed_replica_trains_as_its_base_run_with_that_seed(setup, tmp_path):
+    """`fixed_p0.5_d4_s3` is `fixed_p0.5_d4` with train.seed 3: the same draws, the same
+    weights, its own name in the log and the provenance; another seed trains differently."""
+    replica = run(setup, tmp_path / "replica", "fixed_p0.5_d4_s3")
+    base = run(setup, tmp_path / "base", "fixed_p0.5_d4", cfg=cfg_for(**{"train.seed": 3}))
+    seed0 = run(setup, tmp_path / "seed0", "fixed_p0.5_d4")
+    assert replica["sha256"] == base["sha256"] != seed0["sha256"]
+    la, lb = (pd.read_parquet(tmp_path / x / "log.parquet") for x in ("replica", "base"))
+    assert la["used_subnet"].tolist() == lb["used_subnet"].tolist()
+    np.testing.assert_array_equal(la["loss"], lb["loss"])
+    assert (la["seed"] == 3).all() and (la["run"] == "fixed_p0.5_d4_s3").all()

@@ -35,7 +35,7 @@ def test_unknown_key_is_named(tmp_path):
 
 
 def test_unknown_profile_and_missing_imagenet():
-    with pytest.raises(ParamsError, match="profile 'huge' is not defined under `profiles` \\(known: tiny, small, paper, rehearsal\\)"):
+    with pytest.raises(ParamsError, match="profile 'huge' is not defined under `profiles` \\(known: tiny, small, small_hard, small_hard_d24, paper, rehearsal\\)"):
         load_params(profile="huge")
     with pytest.raises(ParamsError, match="profiles.paper.data.root is not set"):
         load_params(profile="paper")

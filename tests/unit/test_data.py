@@ -152,3 +152,27 @@ def test_one_process_a_class_writes_what_one_process_writes(tmp_path, monkeypatc
     assert parallel == serial
     for a, b in zip(find_images(tmp_path / "parallel"), find_images(tmp_path / "serial"), strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
+
+
+# pixels of the layered family, 25 classes x 1 image of 32 px, seed 0
+LAYERED_SHA256 = "c36cbe6ad22500bdb4721d22640fa45abf53b3f188a3f2d2fd7f7a59d3ae2213"
+
+
+def test_the_layered_family_is_shape_times_fill_and_pinned(tmp_path):
+    """Each class a (shape, fill) pair: the same shape with another fill differs only in
+    fine texture, which a solid fill lacks; pixels pinned across machines."""
+    from variant.tiny.data import FAMILIES, LAYERED_FILLS, LAYERED_SHAPES, _fill_mask, _grid
+    manifest = make_synthetic_dataset(tmp_path / "l", num_classes=25, per_class=1, image_size=32, family="layered")
+    assert manifest["sha256"] == LAYERED_SHA256 and manifest["family"] == "layered"
+    assert manifest["classes"] == list(FAMILIES["layered"]) and len(FAMILIES["layered"]) == 25
+    assert "family" not in make_synthetic_dataset(tmp_path / "s", num_classes=2, per_class=1, image_size=16)
+    x, y = _grid(64)
+    for fill in LAYERED_FILLS:   # a solid fill has no second colour; a texture covers a part
+        g = np.random.default_rng(1)
+        covered = _fill_mask(fill, x, y, lambda lo, hi: lo + (hi - lo) * g.random()).mean()
+        assert covered == 0 if fill == "solid" else 0.15 < covered < 0.6, (fill, covered)
+    assert len(LAYERED_SHAPES) * len(LAYERED_FILLS) == 25
+    with pytest.raises(ValueError, match="1..25 for the layered family"):
+        make_synthetic_dataset(tmp_path / "x", num_classes=26, per_class=1, family="layered")
+    with pytest.raises(ValueError, match="family must be one of shapes, layered"):
+        make_synthetic_dataset(tmp_path / "y", per_class=1, family="stripes")

@@ -1,10 +1,11 @@
 """`variant findings` judges each claim by FID differences against their bootstrap errors."""
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from variant import dag
+from variant import dag, names
 from variant.cli import main
 from variant.config import load_params
 from variant.stages.findings import claims
@@ -104,3 +105,37 @@ def test_bridges_of_only_n_equal_k_leave_the_n_and_d_claims_inconclusive():
     assert by_title["Table 8: quality grows with the subnet depth d"]["verdict"].startswith("inconclusive")
     assert by_title["Table 8: quality grows with the bridge N"]["verdict"] == "inconclusive (configurations not run)"
     assert by_title["Table 1: early scales need depth, late scales do not"]["verdict"] == "reproduced"
+
+
+def test_seed_replicas_average_and_their_spread_widens_the_interval():
+    """Three seeds of each training: the mean enters the comparison, and a seed-to-seed
+    spread larger than the gap turns a claim that one seed reproduces into inconclusive."""
+    from variant.stages.findings import FID, seeds_se
+    R = load_params("params.yaml", "tiny", overrides={"train.replica_seeds": [1, 2]})
+    offsets = {None: 0.0, 1: 3.0, 2: -3.0}                # seed effects around the base FIDs
+
+    def rows(spread):
+        out = []
+        for run, cfgs in dag.runs_and_configs(R).items():
+            r = names.parse_run(run)
+            for cfg in cfgs:
+                fid = as_the_paper_says(r.family, cfg) + spread * offsets[r.seed]
+                out.append({"run": run, "config": cfg, "fid": fid, "fid_ci_low": fid - 0.1,
+                            "fid_ci_high": fid + 0.1, "num_samples": 100, "bootstrap": 50})
+        return pd.DataFrame(out)
+
+    tight, loose = rows(0.01), rows(2.0)
+    f = FID.of(loose, "progressive_d4", "full")
+    assert f.seeds == 3 and f.value == pytest.approx(10.0)
+    assert f.se > 1.0 > FID.of(tight, "progressive_d4", "full").se > 0.1 / 1.96 / 3**0.5 * 0.9
+    assert str(f).endswith("(3 seeds)")
+    # the two-level bootstrap from first principles: no spread leaves the sampling SE / sqrt(S)
+    assert seeds_se(np.array([5.0, 5.0, 5.0]), np.array([0.3, 0.3, 0.3])) == pytest.approx(0.3 / 3**0.5, rel=0.05)
+    fig2a = lambda df: [c for c in claims(R, df) if c["title"].startswith("Figure 2a")][0]["verdict"]  # noqa: E731
+    assert fig2a(tight) == "reproduced" and fig2a(loose) == "inconclusive"
+
+
+def test_replica_seeds_must_be_distinct():
+    from variant.config import ParamsError
+    with pytest.raises(ParamsError, match="replica_seeds"):
+        load_params("params.yaml", "tiny", overrides={"train.replica_seeds": [1, 1]})

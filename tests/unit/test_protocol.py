@@ -125,7 +125,7 @@ def test_evaluate_rows_say_what_fid_and_is_saw(adm, tmp_path):
     np.savez(legacy, arr_0=images, labels=labels, **common)
     index = stage.pack_order(labels, stage.order_seed(P["sample"]["seed"]))
     stage.save_npz(packed, arr_0=images[index], labels=labels[index], sample_index=index, **common)
-    rows = [evaluate(P, f, tmp_path / "stats.npz", "fake", "full", tmp_path / "ckpt.pth", weights=root / "fe.pth",
+    rows = [evaluate(P, f, tmp_path / "stats.npz", "pretrained", "full", tmp_path / "ckpt.pth", weights=root / "fe.pth",
                      device="cpu", reference=adm["batch"]).loc[0] for f in (legacy, packed)]
     assert [r["fid_statistics"] for r in rows] == [STORED, STORED]
     assert rows[0]["isc_order"] == "class-sorted file, in the sample stage's pack order"
@@ -136,7 +136,7 @@ def test_evaluate_rows_say_what_fid_and_is_saw(adm, tmp_path):
     out = tmp_path / "row.parquet"                   # the CLI writes the same row
     assert main(["evaluate", "--profile", "tiny", "--samples", str(packed),
                  "--reference-stats", str(tmp_path / "stats.npz"), "--reference", str(adm["batch"]),
-                 "--weights", str(root / "fe.pth"), "--run", "fake", "--config", "full",
+                 "--weights", str(root / "fe.pth"), "--run", "pretrained", "--config", "full",
                  "--checkpoint", str(tmp_path / "ckpt.pth"), "--out", str(out), "--device", "cpu"]) == 0
     row = pd.read_parquet(out).loc[0]
     assert (row["fid_statistics"], row["isc_order"], row["fid"]) == (STORED, "file order", rows[1]["fid"])

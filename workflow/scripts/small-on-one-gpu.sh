@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# The small profile (docs/SMALL_SCALE.md) on one GPU: the DAG up to Tables 1 and 8,
-# Figure 2a and every quality row, then the verdict on each of the paper's claims.
-#   workflow/scripts/small-on-one-gpu.sh [SECONDS]
+# A small profile (docs/SMALL_SCALE.md) on one GPU: the DAG up to Tables 1 and 8,
+# Figure 2a, every quality row and the verdict on each of the paper's claims.
+#   [PROFILE=small|small_hard] workflow/scripts/small-on-one-gpu.sh [SECONDS]
+#   PROFILE=small_hard_d24 TARGETS=table1 workflow/scripts/small-on-one-gpu.sh [SECONDS]
 # SECONDS > 0 stops Snakemake after that long (a run of the same command resumes it).
-# JOBS jobs share the GPU; by default as many as it holds trainings (~18 GiB each at
-# batch 250: 4 on an 80 GB H100, 7 on an H200).
+# JOBS jobs share the GPU; by default as many as it holds trainings: GIB_PER_JOB each
+# (small: ~18 GiB at batch 250, so 4 on an 80 GB H100, 7 on an H200; small_hard's 680
+# tokens are budgeted at twice that, not yet measured).
 set -euo pipefail
 limit=${1:-0}
-targets=(results/small/tables/table1.csv results/small/tables/table8.csv figures/pareto.pdf
-         results/small/quality.parquet)
+profile=${PROFILE:-small}
+R=results/$profile
+if [ "${TARGETS:-all}" = table1 ]; then
+    targets=("$R/tables/table1.csv" "$R/findings.md")
+else
+    targets=("$R/tables/table1.csv" "$R/tables/table8.csv" "$R/figures/pareto.pdf" "$R/quality.parquet"
+             "$R/findings.md")
+fi
+per_job=${GIB_PER_JOB:-$([ "$profile" = small ] && echo 20 || echo 40)}
 mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
-jobs=${JOBS:-$(( mib / 20000 > 0 ? mib / 20000 : 1 ))}
+jobs=${JOBS:-$(( mib / (per_job * 1000) > 0 ? mib / (per_job * 1000) : 1 ))}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}   # JOBS processes share the node's cores
 cmd=(python3 -m snakemake "${targets[@]}" -c "$jobs" --keep-going --rerun-incomplete
-     --config profile=small)
+     --config "profile=$profile")
 if [ "$limit" -gt 0 ]; then timeout --signal=INT "$limit" "${cmd[@]}" || true; else "${cmd[@]}"; fi
-test -f results/small/quality.parquet || { echo "small: the DAG has not finished; run this again" >&2; exit 3; }
-variant findings --profile small --quality results/small/quality.parquet --out results/small/findings.md
+test -f "$R/findings.md" || { echo "$profile: the DAG has not finished; run this again" >&2; exit 3; }
+cat "$R/findings.md"

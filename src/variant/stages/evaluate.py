@@ -58,8 +58,10 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
     device = resolve_device(device, params)
     m = compute_metrics(images, stats, extractor=extractor, weights_path=weights, device=device, isc_order=order,
                         bootstrap=int(params["evaluate"].get("bootstrap") or 0), seed=params["sample"]["seed"])
+    r = names.parse_run(run)
+    train_seed = None if r.kind == "pretrained" else (r.seed if r.seed is not None else params["train"]["seed"])
     row = {
-        "run": run, "config": config, "subnet_depth": subnet.subnet_depth,
+        "run": run, "config": config, "train_seed": train_seed, "subnet_depth": subnet.subnet_depth,
         "bridge": subnet.bridge if subnet.subnet_scales is None else -1,
         "scales": "-".join(str(k + 1) for k in range(K) if subnet.in_subnet(k)) if not subnet.is_full else "",
         "fid": m["fid"], "fid_ci_low": m["fid_ci_low"], "fid_ci_high": m["fid_ci_high"],

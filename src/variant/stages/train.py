@@ -26,7 +26,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -310,6 +310,8 @@ def train(params: TrainParams, run_name: str, paths: TrainPaths, options: TrainO
     from variant.util.provenance import provenance
 
     run = training_run(run_name)
+    if run.seed is not None:   # a seed replica (progressive_d16_s1): its own seed for every draw
+        params = replace(params, seed=run.seed)
     phases = params.run_phases(run, options.phases)
     if options.micro_batch is not None and options.micro_batch < 1:   # checked before `or` takes 0 for unset
         raise ValueError(f"--micro-batch: {options.micro_batch} is not a positive number of samples per "

@@ -1,7 +1,10 @@
 """The synthetic data set of the synthetic profiles (tiny, small), and the make-data split.
 
-The synthetic set has one shape or texture family per class (disc, square, ring, ...)
-with per-image jitter of colour, position, size, rotation/phase and noise. Every image
+Two families of synthetic sets. `shapes` (the tiny and small profiles): one shape or
+texture per class (disc, square, ring, ...) with per-image jitter of colour, position,
+size, rotation/phase and noise. `layered` (harder): a class is a (shape, fill) pair, a
+coarse outline filled with a fine texture, so the class needs both the first scales and
+the last ones, and every image has structure at several sizes. Every image
 is drawn from its own numpy Generator seeded by (seed, class, index), and rendered with
 IEEE-exact arithmetic only (+, -, *, /, floor, comparisons; sin/cos only on scalars,
 rounded), so the same seed gives the same pixels on any machine. Edges are anti-aliased
@@ -29,6 +32,10 @@ from variant.util.atomic import write_text
 
 CLASS_NAMES = ("disc", "square", "ring", "triangle", "hstripes",
                "vstripes", "checker", "cross", "dstripes", "blobs")
+LAYERED_SHAPES = ("disc", "square", "ring", "triangle", "cross")
+LAYERED_FILLS = ("solid", "hstripes", "vstripes", "checker", "dots")
+FAMILIES = {"shapes": CLASS_NAMES,
+            "layered": tuple(f"{s}-{f}" for s in LAYERED_SHAPES for f in LAYERED_FILLS)}
 SUPERSAMPLE = 4
 SPLITS = ("train", "eval")
 EVAL_SEED_OFFSET = 1_000_003   # eval split seed = data.seed + this: disjoint from train
@@ -94,33 +101,89 @@ def _render_mask(name, x, y, draw):
     raise ValueError(f"unknown class {name!r}")
 
 
-def render_image(label: int, rng: np.random.Generator, image_size: int = 32) -> np.ndarray:
-    """One HxWx3 uint8 image of class `label`, all randomness from `rng.random()`."""
+def _fill_mask(name, x, y, draw):
+    """Where a layered image's shape takes its second colour: a texture finer than any
+    shape (periods of 0.12-0.2 of the half-width: 4-6 pixels at 64 px)."""
+    angle = draw(-0.15, 0.15)
+    c, s = _cos_sin(angle)
+    u, v = c * x + s * y, c * y - s * x
+    period = draw(0.12, 0.2)
+    if name == "solid":
+        return np.zeros_like(x, dtype=bool)
+    if name == "hstripes":
+        return _stripes(v, period, draw(0, 1))
+    if name == "vstripes":
+        return _stripes(u, period, draw(0, 1))
+    if name == "checker":
+        return (np.floor(u / period + draw(0, 1)) + np.floor(v / period + draw(0, 1))) % 2 == 0
+    if name == "dots":   # a square lattice of discs, radius a quarter of the period
+        fu, fv = u / period + draw(0, 1), v / period + draw(0, 1)
+        du, dv = fu - np.floor(fu) - 0.5, fv - np.floor(fv) - 0.5
+        return du * du + dv * dv <= 0.0625
+    raise ValueError(f"unknown fill {name!r}")
+
+
+def _coverage(mask, image_size):
+    return mask.reshape(image_size, SUPERSAMPLE, image_size, SUPERSAMPLE).mean(axis=(1, 3))
+
+
+def _grid(image_size):
+    n = image_size * SUPERSAMPLE
+    grid = (np.arange(n) + 0.5) * (2.0 / n) - 1.0
+    return np.meshgrid(grid, grid)  # x to the right, y downwards
+
+
+def _to_uint8(img, rng, draw):
+    img = img + draw(0.01, 0.05) * (2 * rng.random(img.shape) - 1)
+    return np.clip(np.floor(img * 255 + 0.5), 0, 255).astype(np.uint8)
+
+
+def render_layered(label: int, rng: np.random.Generator, image_size: int = 64) -> np.ndarray:
+    """One image of the `layered` family: shape LAYERED_SHAPES[label // 5] on a background
+    colour, filled with texture LAYERED_FILLS[label % 5] in two colours of its own."""
     def draw(lo, hi):
         return lo + (hi - lo) * rng.random()
 
-    n = image_size * SUPERSAMPLE
-    grid = (np.arange(n) + 0.5) * (2.0 / n) - 1.0
-    x, y = np.meshgrid(grid, grid)  # x to the right, y downwards
+    x, y = _grid(image_size)
+    shape, fill = FAMILIES["layered"][label].split("-")
+    inside = _render_mask(shape, x, y, draw)
+    second = inside & _fill_mask(fill, x, y, draw)
+    dark = np.array([draw(0.0, 0.3) for _ in range(3)])
+    light = np.array([draw(0.6, 1.0) for _ in range(3)])
+    mid = np.array([draw(0.3, 0.6) for _ in range(3)])
+    bg, fg = (dark, light) if draw(0, 1) < 0.5 else (light, dark)
+    a_in, a_second = _coverage(inside, image_size)[..., None], _coverage(second, image_size)[..., None]
+    img = bg + a_in * (fg - bg) + a_second * (mid - fg)
+    return _to_uint8(img, rng, draw)
+
+
+def render_image(label: int, rng: np.random.Generator, image_size: int = 32, family: str = "shapes") -> np.ndarray:
+    """One HxWx3 uint8 image of class `label` of `family`, all randomness from `rng.random()`."""
+    if family == "layered":
+        return render_layered(label, rng, image_size)
+
+    def draw(lo, hi):
+        return lo + (hi - lo) * rng.random()
+
+    x, y = _grid(image_size)
     mask = _render_mask(CLASS_NAMES[label], x, y, draw)
-    coverage = mask.reshape(image_size, SUPERSAMPLE, image_size, SUPERSAMPLE).mean(axis=(1, 3))
+    coverage = _coverage(mask, image_size)
 
     dark = np.array([draw(0.0, 0.35) for _ in range(3)])
     light = np.array([draw(0.55, 1.0) for _ in range(3)])
     bg, fg = (dark, light) if draw(0, 1) < 0.5 else (light, dark)
     img = bg + coverage[..., None] * (fg - bg)
-    img = img + draw(0.01, 0.05) * (2 * rng.random(img.shape) - 1)
-    return np.clip(np.floor(img * 255 + 0.5), 0, 255).astype(np.uint8)
+    return _to_uint8(img, rng, draw)
 
 
 def _write_class(args) -> bytes:
     """Render and write one class's images; their raw pixels, in index order."""
-    out_dir, label, per_class, image_size, seed = args
+    out_dir, label, per_class, image_size, seed, family = args
     class_dir = Path(out_dir) / f"{label:03d}"
     class_dir.mkdir(parents=True, exist_ok=True)
     chunks = []
     for i in range(per_class):
-        pixels = render_image(label, np.random.default_rng([seed, label, i]), image_size)
+        pixels = render_image(label, np.random.default_rng([seed, label, i]), image_size, family)
         chunks.append(pixels.tobytes())
         # compress_level=0 writes stored deflate blocks: the same bytes whatever zlib
         # build Pillow links (zlib and zlib-ng compress differently at other levels)
@@ -129,14 +192,17 @@ def _write_class(args) -> bytes:
 
 
 def make_synthetic_dataset(out_dir, num_classes: int = 10, per_class: int = 500,
-                           image_size: int = 32, seed: int = 0) -> dict:
+                           image_size: int = 32, seed: int = 0, family: str = "shapes") -> dict:
     """Write out_dir/<class:03d>/<i:05d>.png and out_dir/manifest.json; return the manifest.
 
     The manifest's sha256 covers the raw pixels (class-major, index order), so it is
     independent of how the PNGs are compressed.
     """
-    if not 1 <= num_classes <= len(CLASS_NAMES):
-        raise ValueError(f"num_classes must be in 1..{len(CLASS_NAMES)}, got {num_classes}")
+    if family not in FAMILIES:
+        raise ValueError(f"data family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    names = FAMILIES[family]
+    if not 1 <= num_classes <= len(names):
+        raise ValueError(f"num_classes must be in 1..{len(names)} for the {family} family, got {num_classes}")
     if per_class < 1 or image_size < 4:
         raise ValueError(f"need per_class >= 1 and image_size >= 4, got {per_class}, {image_size}")
     out_dir = Path(out_dir)
@@ -144,7 +210,7 @@ def make_synthetic_dataset(out_dir, num_classes: int = 10, per_class: int = 500,
         raise FileExistsError(f"{out_dir} is not empty; remove it or pick another directory")
 
     digest = hashlib.sha256()
-    classes = [(out_dir, label, per_class, image_size, seed) for label in range(num_classes)]
+    classes = [(out_dir, label, per_class, image_size, seed, family) for label in range(num_classes)]
     workers = min(num_classes, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     if workers > 1 and num_classes * per_class >= 2000:   # a class a process: 50,000 images in seconds
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -156,12 +222,14 @@ def make_synthetic_dataset(out_dir, num_classes: int = 10, per_class: int = 500,
             digest.update(_write_class(args))
     manifest = {
         "count": num_classes * per_class,
-        "classes": list(CLASS_NAMES[:num_classes]),
+        "classes": list(names[:num_classes]),
         "per_class": per_class,
         "size": image_size,
         "seed": seed,
         "sha256": digest.hexdigest(),
     }
+    if family != "shapes":   # the shapes family's manifests stay as they were
+        manifest["family"] = family
     write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -202,7 +270,8 @@ def make_split(data: dict, split: str, out) -> dict:
     try:
         os.chmod(tmp, 0o755)
         manifest = make_synthetic_dataset(tmp, num_classes=data["num_classes"], per_class=data[key],
-                                          image_size=data["image_size"], seed=split_seed(data, split))
+                                          image_size=data["image_size"], seed=split_seed(data, split),
+                                          family=data.get("family", "shapes"))
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
