@@ -255,6 +255,36 @@ def test_tiny_pretraining_learns_and_writes_loadable_files(tiny_cfg, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["fetch.json", "vae.pth", "var.pth"]
 
 
+def test_a_fetch_cut_after_its_vqvae_resumes_at_the_var_with_the_same_result(tiny_cfg, tmp_path, monkeypatch):
+    """The VQVAE is kept beside the outputs until the VAR is done: a fetch stopped in the
+    VAR (a device call's time limit) trains only the VAR when it runs again, and writes the
+    weights an uninterrupted fetch writes; a changed VQVAE recipe does not reuse it."""
+    from variant.tiny import pretrain
+    data = tmp_path / "data" / "train"
+    fetch.make_data(tiny_cfg, "train", data)
+    whole = fetch.pretrain_tiny(tiny_cfg, data, tmp_path / "whole")
+    out = tmp_path / "cut"
+    real_var = pretrain.train_var
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt("the time limit")
+    monkeypatch.setattr(pretrain, "train_var", stop)
+    with pytest.raises(KeyboardInterrupt):
+        fetch.pretrain_tiny(tiny_cfg, data, out)
+    assert (out / fetch.KEPT_VQVAE).is_file() and not (out / "var.pth").exists()
+    monkeypatch.setattr(pretrain, "train_vqvae", lambda *a, **k: pytest.fail("the VQVAE was trained again"))
+    monkeypatch.setattr(pretrain, "train_var", real_var)
+    lines = []
+    resumed = fetch.pretrain_tiny(tiny_cfg, data, out, log=lines.append)
+    assert any("trained by an earlier fetch" in line for line in lines)
+    assert {n: f["sha256"] for n, f in resumed["files"].items()} == {n: f["sha256"] for n, f in whole["files"].items()}
+    timeless = lambda info: {k: v for k, v in info.items() if k != "seconds"}   # noqa: E731
+    assert timeless(resumed["training"]["vae"]) == timeless(whole["training"]["vae"])
+    assert not (out / fetch.KEPT_VQVAE).exists()
+    assert pretrain.vqvae_key(tiny_cfg) != pretrain.vqvae_key(
+        {**tiny_cfg, "fetch": {**tiny_cfg["fetch"], "vae": {**tiny_cfg["fetch"]["vae"], "steps": 31}}})
+
+
 def test_quantize_train_matches_the_tokenizer():
     """The training forward quantises exactly as f_to_tokens does; gradients flow."""
     vae = small_vae()

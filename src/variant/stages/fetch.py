@@ -265,12 +265,16 @@ def fetch_released(cfg: dict, out_dir, *, check_load: bool = True, progress: boo
 # synthetic profiles: pre-training, make-data, train-extractor
 
 
+KEPT_VQVAE = ".vqvae-pretrained.pth"   # a pre-trained VQVAE kept until the VAR is done too
+
+
 def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log) -> dict:
     """Pre-train the tiny VQVAE and VAR on `data_dir`; write vae.pth, var.pth, fetch.json."""
     from variant.tiny.pretrain import pretrain
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    vae, var, training = pretrain(cfg, data_dir, log)
     out_dir.mkdir(parents=True, exist_ok=True)
+    keep = out_dir / KEPT_VQVAE   # not an output: Snakemake leaves it when the job is cut
+    vae, var, training = pretrain(cfg, data_dir, log, keep_vqvae=keep)
     manifest = {"profile": cfg.get("profile"), "files": {}, "training": training}
     for name, model in (("vae.pth", vae), ("var.pth", var)):
         sha = save_state_dict(model, out_dir / name)
@@ -281,6 +285,7 @@ def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log) -> dict:
         manifest["data_sha256"] = json.loads(data_manifest.read_text()).get("sha256")
     manifest["loaded"] = load_and_check(out_dir / "var.pth", out_dir / "vae.pth", cfg)
     write_manifest(out_dir, manifest)
+    keep.unlink(missing_ok=True)
     log(f"fetch ({cfg.get('profile')}): wrote {out_dir / 'vae.pth'}, {out_dir / 'var.pth'}, {out_dir / MANIFEST}")
     return manifest
 

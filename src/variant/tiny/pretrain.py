@@ -5,8 +5,11 @@ writes the same weights."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +17,7 @@ import torch.nn.functional as F
 
 from variant.models import VAR, VQVAE
 from variant.sampling.precision import tf32
+from variant.util.atomic import torch_save
 from variant.util.devices import resolve_device
 from variant.util.images import load_images, to_float
 
@@ -211,15 +215,41 @@ def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, dev:
                        "seconds": round(time.time() - t0, 1)}
 
 
-def pretrain(cfg: dict, data_dir, log=print) -> tuple[VQVAE, VAR, dict]:
+def vqvae_key(cfg: dict) -> str:
+    """What the pre-trained VQVAE depends on: the data, its architecture and its training."""
+    parts = {k: cfg[s].get(k) for s, ks in (("data", ("family", "num_classes", "image_size", "train_per_class", "seed")),
+                                              ("model", ("patch_nums", "vae")), ("fetch", ("vae", "seed")))
+             for k in ks}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _vqvae_stage(cfg: dict, x: torch.Tensor, dev, seed: int, log, keep) -> tuple[VQVAE, dict]:
+    """The VQVAE, trained, or read from `keep` (a file) where an interrupted fetch left it
+    for the same vqvae_key: on one GPU a fetch may take more than one sitting."""
+    key = vqvae_key(cfg)
+    if keep is not None and Path(keep).is_file():
+        saved = torch.load(keep, map_location="cpu", weights_only=True)
+        if saved.get("key") == key:
+            vae = VQVAE(patch_nums=tuple(cfg["model"]["patch_nums"]), **cfg["model"]["vae"])
+            vae.load_state_dict(saved["state_dict"])
+            log(f"  vqvae: read from {keep}, trained by an earlier fetch that stopped after it")
+            return vae.eval(), json.loads(saved["info"])
+    vae, info = train_vqvae(cfg, x, dev, seed, log)
+    if keep is not None:
+        torch_save({"key": key, "info": json.dumps(info), "state_dict": vae.state_dict()}, keep)
+    return vae, info
+
+
+def pretrain(cfg: dict, data_dir, log=print, keep_vqvae=None) -> tuple[VQVAE, VAR, dict]:
     """Pre-train the VQVAE, then the VAR, on the ImageFolder set `data_dir`; both models on
-    the CPU and {"vae": ..., "var": ...} of their training records."""
+    the CPU and {"vae": ..., "var": ...} of their training records. keep_vqvae: a file
+    that holds the trained VQVAE until the VAR is done too (see _vqvae_stage)."""
     images, labels = load_images(data_dir, cfg["data"]["image_size"])
     x = to_float(images)
     seed = int(cfg["fetch"].get("seed", cfg["data"]["seed"]))
     log(f"fetch ({cfg.get('profile')}): pre-training on {len(x)} images of {data_dir}")
     with training_device(cfg) as dev:
-        vae, vae_info = train_vqvae(cfg, x, dev, seed, log)
+        vae, vae_info = _vqvae_stage(cfg, x, dev, seed, log, keep_vqvae)
         cb = vae_info["codebook"]
         log(f"  vqvae: rec loss {vae_info['rec_loss_first']:.4f} -> {vae_info['rec_loss_final']:.4f}, "
             f"codebook {cb['used']}/{cb['vocab_size']} used, {vae_info['seconds']} s")
