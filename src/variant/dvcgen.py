@@ -112,7 +112,8 @@ def stages(P: dict) -> dict:
         for c in cfgs:
             row = dag.metric_row(P, r, c)
             out[stage_name("metrics", r, c)] = stage(P, ("sample", "evaluate"), [row],
-                                                     deps=[dag.checkpoint_input(P, r), VAE, stats], outs=small(row))
+                                                     deps=[dag.checkpoint_input(P, r), VAE, stats],
+                                                     extra_params=[revision("SAMPLER")], outs=small(row))
     rows = dag.metric_rows(P, dag.runs_and_configs(P))
     out["collect"] = stage(P, ("collect",), [dag.quality(P), dag.metrics_json(P)], deps=rows,
                            outs=small(dag.quality(P), dag.metrics_json(P)))

@@ -10,6 +10,11 @@ everything after them; this module imports nothing heavy, as the Snakefile reads
 # them (float64 ticks, the first index on ties).
 TOKENIZER = 2
 
+# The pixels of a sample shard on a GPU (the lean sampler). 2: the VQVAE decodes under
+# fp16 autocast, as the reference's sampling does (1: float32). The sample rules and the
+# shard key carry it, so shards of the earlier decode are remade, not mixed in.
+SAMPLER = 2
+
 # The reference statistics' file layout (variant.stages.reference). 2: FID against a reference
 # batch's stored mu/sigma, as ADM's evaluator.
 REFERENCE_STATS = 2

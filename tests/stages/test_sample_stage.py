@@ -144,6 +144,16 @@ def test_the_checkpoint_is_read_for_its_sha256_once_across_jobs(setup, monkeypat
         assert str(f["checkpoint_sha256"]) == real(tmp / "var.pth")
 
 
+def test_shards_of_an_earlier_sampler_revision_are_not_reused(setup, monkeypatch):
+    """revisions.SAMPLER is in the shard key: shards decoded the old way are remade."""
+    P, tmp = setup
+    out = tmp / "rev" / "full.npz"
+    stage.run_sample(P, tmp / "var.pth", tmp / "vae.pth", "full", out)
+    monkeypatch.setattr(stage.revisions, "SAMPLER", stage.revisions.SAMPLER + 1)
+    with pytest.raises(ValueError, match="shard-00000.npz: made with another checkpoint, configuration"):
+        stage.pack(P, tmp / "var.pth", "full", out)
+
+
 # ---- the packed file's order -------------------------------------------------------------
 
 def fake_shards(P, tmp, config="full"):

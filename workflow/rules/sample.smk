@@ -12,7 +12,8 @@ if len(dag.shard_ids(P)) == 1:
     rule sample:
         input: var=lambda w: checkpoint_input(w.run), vae=VAE
         output: PACKED
-        params: var=lambda w: checkpoint(w.run), knobs=knobs("sample"), profile=PROFILE_ARG
+        params: var=lambda w: checkpoint(w.run), knobs=knobs("sample"), sampler=revisions.SAMPLER,
+                profile=PROFILE_ARG
         log: f"{LOGS}/sample/{{run}}/{{config}}.log"
         resources: **resources("sample")
         conda: ENV
@@ -24,7 +25,8 @@ else:
     rule sample_shard:
         input: var=lambda w: checkpoint_input(w.run), vae=VAE
         output: temp(dag.sample_shard(P, "{run}", "{config}", "{shard}"))
-        params: var=lambda w: checkpoint(w.run), knobs=knobs("sample"), out=SAMPLES, profile=PROFILE_ARG
+        params: var=lambda w: checkpoint(w.run), knobs=knobs("sample"), sampler=revisions.SAMPLER, out=SAMPLES,
+                profile=PROFILE_ARG
         log: f"{LOGS}/sample/{{run}}/{{config}}/shard-{{shard}}.log"
         resources: **resources("sample")
         conda: ENV

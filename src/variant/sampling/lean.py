@@ -253,6 +253,7 @@ class LeanSampler:
             tokens, f_hat = [t.clone() for t in plan.out[0]], plan.out[1].clone()
         else:
             tokens, f_hat = run()
-        return Samples(tokens=tokens, f_hat=f_hat, images=decode_images(self.vae, f_hat, self.precision.decode) if decode else None,
+        images = decode_images(self.vae, f_hat, self.precision.decode) if decode else None
+        return Samples(tokens=tokens, f_hat=f_hat, images=images,
                        kv_tokens_per_layer=plan.cache.tokens, kv_bytes=plan.cache.nbytes,
                        cfg_logits=record or [])

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from variant import dag, names
+from variant import dag, names, revisions
 from variant.options import params_options
 from variant.util.atomic import atomic_path
 from variant.models.checkpoint import check_profile, load_models
@@ -100,11 +100,11 @@ def save_npz(path: Path, **arrays):
 
 
 def shard_key(params: dict, config: str, checkpoint_sha256: str) -> str:
-    """What a shard's pixels depend on: the checkpoint, the configuration and every
-    sampling knob. A shard left by another checkpoint or knob is stale, never reused."""
+    """What a shard's pixels depend on: the checkpoint, the configuration, every sampling
+    knob and the sampler's revision. A shard left by another checkpoint or knob is stale, never reused."""
     knobs = {"config": config, "checkpoint_sha256": checkpoint_sha256,
              "sample": {k: params["sample"][k] for k in dag.SAMPLE_KNOBS},
-             "num_classes": params["data"]["num_classes"]}
+             "num_classes": params["data"]["num_classes"], "sampler": revisions.SAMPLER}
     return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -119,7 +119,7 @@ def load_shard(path: Path, expected: int, key: str | None = None) -> dict:
     if shard["arr_0"].shape[0] != expected:
         raise ValueError(f"{path}: holds {shard['arr_0'].shape[0]} images, expected {expected}; {fix}")
     if key is not None and str(shard.get("key", "")) != key:
-        raise ValueError(f"{path}: made with another checkpoint, configuration or sampling knobs "
+        raise ValueError(f"{path}: made with another checkpoint, configuration, sampling knobs or sampler revision "
                          f"(key {str(shard.get('key', ''))!r}, expected {key!r}); delete it to regenerate")
     return shard
 

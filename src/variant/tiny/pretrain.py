@@ -217,9 +217,9 @@ def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, dev:
 
 def vqvae_key(cfg: dict) -> str:
     """What the pre-trained VQVAE depends on: the data, its architecture and its training."""
-    parts = {k: cfg[s].get(k) for s, ks in (("data", ("family", "num_classes", "image_size", "train_per_class", "seed")),
-                                              ("model", ("patch_nums", "vae")), ("fetch", ("vae", "seed")))
-             for k in ks}
+    keys = {"data": ("family", "num_classes", "image_size", "train_per_class", "seed"),
+            "model": ("patch_nums", "vae"), "fetch": ("vae", "seed")}
+    parts = {f"{section}.{k}": cfg[section].get(k) for section, ks in keys.items() for k in ks}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
