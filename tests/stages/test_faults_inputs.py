@@ -98,7 +98,7 @@ def evaluate_args(ref, tmp_path, samples, config="full", params=None):
     root = ref["root"]
     params = params or params_with(tmp_path, {"data.num_classes": 10, "sample.per_class": 5})
     return ["evaluate", "--params", params, "--samples", samples, "--reference-stats", ref["stats"],
-            "--weights", root / "fe.pth", "--run", "fake", "--config", config, "--checkpoint", root / "ckpt.pth",
+            "--weights", root / "fe.pth", "--run", "pretrained", "--config", config, "--checkpoint", root / "ckpt.pth",
             "--out", tmp_path / "row.parquet", "--device", "cpu"]
 
 
@@ -127,7 +127,9 @@ def test_evaluate_checks_the_configuration_before_any_metric(ref, tmp_path, monk
     monkeypatch.setattr(stage, "compute_metrics", lambda *a, **k: pytest.fail("metrics computed"))
     monkeypatch.setattr(stage, "load_reference", lambda *a, **k: pytest.fail("reference read"))
     with pytest.raises(ValueError, match="configuration 'bogus'"):
-        stage.evaluate(ref["P"], ref["samples"], ref["stats"], "fake", "bogus", ref["root"] / "ckpt.pth")
+        stage.evaluate(ref["P"], ref["samples"], ref["stats"], "pretrained", "bogus", ref["root"] / "ckpt.pth")
+    with pytest.raises(ValueError, match="run 'progressive_d4_seed1' is not"):   # the run too: its train_seed
+        stage.evaluate(ref["P"], ref["samples"], ref["stats"], "progressive_d4_seed1", "full", ref["root"] / "ckpt.pth")
 
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "foreign"])

@@ -85,7 +85,7 @@ def test_collect_gathers_rows_and_writes_the_dvc_metrics(ref, tmp_path):
 
 def test_a_cache_that_does_not_match_is_refused(ref, tmp_path):
     root, P, stats = ref["root"], ref["P"], ref["stats"]
-    args = dict(run="fake", config="full", checkpoint=root / "ckpt.pth", device="cpu")
+    args = dict(run="pretrained", config="full", checkpoint=root / "ckpt.pth", device="cpu")
     changed = shutil.copytree(root / "eval", tmp_path / "eval")
     png = sorted(changed.rglob("*.png"))[3]
     shutil.copy(sorted(changed.rglob("*.png"))[4], png)     # one reference image edited
@@ -103,7 +103,7 @@ def test_a_cache_that_does_not_match_is_refused(ref, tmp_path):
 
 def test_evaluate_errors_name_the_file(ref, tmp_path):
     root, P = ref["root"], ref["P"]
-    args = dict(run="fake", config="full", weights=root / "fe.pth", device="cpu")
+    args = dict(run="pretrained", config="full", weights=root / "fe.pth", device="cpu")
     with pytest.raises(ValueError, match="samples.npz: 50 images, the profile asks for 60"):
         evaluate(dict(P, sample=dict(P["sample"], per_class=6)), ref["samples"], ref["stats"],
                  checkpoint=root / "ckpt.pth", **args)

@@ -35,6 +35,8 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
     # everything that can be checked cheaply is, before any feature is extracted
     D, K = params["model"]["var"]["depth"], len(params["model"]["patch_nums"])
     subnet = names.subnet_of(config, D, K)
+    r = names.parse_run(run)
+    train_seed = None if r.kind == "pretrained" else (r.seed if r.seed is not None else params["train"]["seed"])
     require_file(samples, "--samples: the packed .npz of `variant sample`")
     checkpoint_sha = sha256_cached(require_file(checkpoint, "--checkpoint: the VAR the samples came from"))
     extractor = params["evaluate"]["extractor"]
@@ -58,8 +60,6 @@ def evaluate(params: dict, samples, reference_stats, run: str, config: str, chec
     device = resolve_device(device, params)
     m = compute_metrics(images, stats, extractor=extractor, weights_path=weights, device=device, isc_order=order,
                         bootstrap=int(params["evaluate"].get("bootstrap") or 0), seed=params["sample"]["seed"])
-    r = names.parse_run(run)
-    train_seed = None if r.kind == "pretrained" else (r.seed if r.seed is not None else params["train"]["seed"])
     row = {
         "run": run, "config": config, "train_seed": train_seed, "subnet_depth": subnet.subnet_depth,
         "bridge": subnet.bridge if subnet.subnet_scales is None else -1,
