@@ -125,6 +125,11 @@ def main(argv=None) -> int:
               "what was written before is kept: free space and rerun", file=sys.stderr)
         rc = 1
         return rc
+    except KeyboardInterrupt:   # Ctrl-C, or SIGINT from `timeout` or Snakemake stopping its jobs
+        print(f"variant {getattr(args, 'command', '')}: interrupted; the files it finished are kept "
+              "(every write is atomic) and a rerun carries on from them", file=sys.stderr)
+        rc = 130
+        return rc
     finally:
         recorder.finish(command_of(argv) or getattr(args, "command", None) or " ".join(argv[:1]),
                         args, argv, rc or 0)

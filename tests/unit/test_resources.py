@@ -118,3 +118,20 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tmp_pat
     [line] = r.stderr.strip().splitlines()
     assert line.startswith("variant resources: error: no space left on the device writing ") and str(out) in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]   # the temporary removed
+
+
+def test_an_interrupt_is_one_line_recorded_with_rc_130_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """SIGINT (timeout --signal=INT, Snakemake stopping its jobs) mid-write: no traceback."""
+    log = tmp_path / "r.jsonl"
+    cli_main("cost", "--depth", "4", "--subnet-depth", "4", cwd=REPO, env={ENV: log})
+
+    def interrupted(self, path, **kw):
+        Path(path).write_bytes(b"half a parquet")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", interrupted)
+    r = cli_main("resources", log, "--out", tmp_path / "stages.parquet", cwd=tmp_path, env={ENV: log})
+    assert r.returncode == 130 and "Traceback" not in r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("variant resources: interrupted;")
+    assert lines(log)[-1]["rc"] == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]
