@@ -110,7 +110,7 @@ def test_bridges_of_only_n_equal_k_leave_the_n_and_d_claims_inconclusive():
 def test_seed_replicas_average_and_their_spread_widens_the_interval():
     """Three seeds of each training: the mean enters the comparison, and a seed-to-seed
     spread larger than the gap turns a claim that one seed reproduces into inconclusive."""
-    from variant.stages.findings import FID, seeds_se
+    from variant.stages.findings import FID, seeds_se, with_families
     R = load_params("params.yaml", "tiny", overrides={"train.replica_seeds": [1, 2]})
     offsets = {None: 0.0, 1: 3.0, 2: -3.0}                # seed effects around the base FIDs
 
@@ -122,7 +122,7 @@ def test_seed_replicas_average_and_their_spread_widens_the_interval():
                 fid = as_the_paper_says(r.family, cfg) + spread * offsets[r.seed]
                 out.append({"run": run, "config": cfg, "fid": fid, "fid_ci_low": fid - 0.1,
                             "fid_ci_high": fid + 0.1, "num_samples": 100, "bootstrap": 50})
-        return pd.DataFrame(out)
+        return with_families(pd.DataFrame(out))
 
     tight, loose = rows(0.01), rows(2.0)
     f = FID.of(loose, "progressive_d4", "full")

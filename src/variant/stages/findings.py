@@ -55,9 +55,9 @@ class FID:
 
     @classmethod
     def of(cls, quality: pd.DataFrame, run: str, config: str) -> "FID | None":
-        """`run` at `config`; a training's seed replicas (names.Run.family) averaged."""
-        family = quality["run"].map(lambda r: names.parse_run(r).family)
-        rows = quality[(family == run) & (quality["config"] == config)]
+        """`run` at `config`; a training's seed replicas averaged (the `family` column of
+        with_families)."""
+        rows = quality[(quality["family"] == run) & (quality["config"] == config)]
         if rows.empty:
             return None
         values = rows["fid"].to_numpy(float)
@@ -115,7 +115,13 @@ def _claim(title: str, statement: str, lines: list[tuple[str, FID | None, FID | 
             else "inconclusive (configurations not run)", "rows": rows}
 
 
+def with_families(quality: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a `family` column: the run a seed replica replicates (names.Run.family)."""
+    return quality.assign(family=quality["run"].map(lambda r: names.parse_run(r).family))
+
+
 def claims(P: dict, quality: pd.DataFrame) -> list[dict]:
+    quality = with_families(quality)
     q = lambda run, cfg: FID.of(quality, run, cfg)   # noqa: E731
     D, N0, out = dag.depth(P), P["train"]["bridge"], []
 

@@ -53,6 +53,10 @@ def _stripes(t, period, phase):
     return np.floor(t / period + phase) % 2 == 0
 
 
+def _checks(u, v, period, phase_u, phase_v):
+    return (np.floor(u / period + phase_u) + np.floor(v / period + phase_v)) % 2 == 0
+
+
 def _render_mask(name, x, y, draw):
     """Boolean mask of class `name` on the supersampled grid (x, y in [-1, 1])."""
     cx, cy = draw(-0.25, 0.25), draw(-0.25, 0.25)
@@ -86,8 +90,7 @@ def _render_mask(name, x, y, draw):
     if name in ("vstripes", "dstripes"):
         return _stripes(u, draw(0.2, 0.4), draw(0, 1))
     if name == "checker":
-        p = draw(0.3, 0.55)
-        return (np.floor(u / p + draw(0, 1)) + np.floor(v / p + draw(0, 1))) % 2 == 0
+        return _checks(u, v, draw(0.3, 0.55), draw(0, 1), draw(0, 1))
     if name == "cross":
         arm, half = draw(0.08, 0.16), draw(0.4, 0.7)
         au, av = np.abs(u), np.abs(v)
@@ -115,7 +118,7 @@ def _fill_mask(name, x, y, draw):
     if name == "vstripes":
         return _stripes(u, period, draw(0, 1))
     if name == "checker":
-        return (np.floor(u / period + draw(0, 1)) + np.floor(v / period + draw(0, 1))) % 2 == 0
+        return _checks(u, v, period, draw(0, 1), draw(0, 1))
     if name == "dots":   # a square lattice of discs, radius a quarter of the period
         fu, fv = u / period + draw(0, 1), v / period + draw(0, 1)
         du, dv = fu - np.floor(fu) - 0.5, fv - np.floor(fv) - 0.5
