@@ -4,9 +4,10 @@
 #   [PROFILE=small|small_hard] workflow/scripts/small-on-one-gpu.sh [SECONDS]
 #   PROFILE=small_hard_d24 TARGETS=table1 workflow/scripts/small-on-one-gpu.sh [SECONDS]
 # SECONDS > 0 stops Snakemake after that long (a run of the same command resumes it).
-# JOBS jobs share the GPU; by default as many as it holds trainings: GIB_PER_JOB each
-# (small: ~18 GiB at batch 250, so 4 on an 80 GB H100, 7 on an H200; small_hard's 680
-# tokens are budgeted at twice that, not yet measured).
+# JOBS jobs share the GPU. small: by default as many as it holds trainings, GIB_PER_JOB
+# each (~18 GiB at batch 250, so 4 on an 80 GB H100, 7 on an H200). small_hard and its
+# depth arm: one, since their trainings fill the GPU alone and run slower side by side
+# (docs/SMALL_SCALE.md).
 set -euo pipefail
 limit=${1:-0}
 profile=${PROFILE:-small}
@@ -17,9 +18,13 @@ else
     targets=("$R/tables/table1.csv" "$R/tables/table8.csv" "$R/figures/pareto.pdf" "$R/quality.parquet"
              "$R/findings.md")
 fi
-per_job=${GIB_PER_JOB:-$([ "$profile" = small ] && echo 20 || echo 40)}
-mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
-jobs=${JOBS:-$(( mib / (per_job * 1000) > 0 ? mib / (per_job * 1000) : 1 ))}
+if [ "$profile" = small ]; then
+    per_job=${GIB_PER_JOB:-20}
+    mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+    jobs=${JOBS:-$(( mib / (per_job * 1000) > 0 ? mib / (per_job * 1000) : 1 ))}
+else
+    jobs=${JOBS:-1}
+fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}   # JOBS processes share the node's cores
 cmd=(python3 -m snakemake "${targets[@]}" -c "$jobs" --keep-going --rerun-incomplete
      --config "profile=$profile")
