@@ -436,6 +436,12 @@ def findings(P: dict) -> str:
     return f"{results_dir(P)}/findings.md"
 
 
+def table1_findings(P: dict) -> str:
+    """Table 1's claim alone, from the pre-trained model's rows: all that a profile run for
+    Table 1 only (small_hard_d24, the depth arm) can judge."""
+    return f"{results_dir(P)}/findings_table1.md"
+
+
 # `dvc plots`: {file: (x, y)} of CSVs the report writes. Figure frames are long (one row
 # a point); Table 8 is the d x N grid of FID, one column per N.
 def plots(P: dict) -> dict[str, tuple[str, str | list[str]]]:

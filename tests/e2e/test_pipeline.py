@@ -1,13 +1,14 @@
 """The tiny profile end to end, as a newcomer runs it: `snakemake -c2 all` on a CPU."""
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pipeline_utils import copy_repo, job_counts, run
-from variant import dag
+from pipeline_utils import copy_repo, env, job_counts, run
+from variant import dag, names
 from variant.config import load_params
 
 pytestmark = pytest.mark.slow
@@ -126,3 +127,32 @@ def test_one_figure_runs_only_its_jobs(tmp_path):
     n_rows = sum(len(c) for c in runs.values())
     assert counts == {"make_data": 2, "fetch": 1, "train_extractor": 1, "tokenize": 1, "train": len(runs),
                       "sample": n_rows, "reference_stats": 1, "evaluate": n_rows, "report_pareto": 1}
+
+
+def test_table1_findings_need_only_the_pretrained_jobs(tmp_path):
+    """The depth arm's target: Table 1's verdict from the pre-trained model's rows, no training."""
+    work = copy_repo(tmp_path)
+    counts = job_counts(run(["snakemake", "-c2", "-n", dag.table1_findings(P)], work).stdout)
+    n_rows = len(dag.table_runs(P)["table1"][names.PRETRAINED])
+    assert counts == {"make_data": 2, "fetch": 1, "train_extractor": 1, "sample": n_rows,
+                      "reference_stats": 1, "evaluate": n_rows, "findings_table1": 1}
+
+
+def test_one_gpu_script_in_table1_mode(tiny):
+    """workflow/scripts/small-on-one-gpu.sh prints the verdict the DAG wrote (here on the
+    tiny profile, whose rows exist: only findings_table1 runs)."""
+    script = ["bash", "workflow/scripts/small-on-one-gpu.sh"]
+    r = subprocess.run(script, cwd=tiny, env=dict(env(), PROFILE="tiny", TARGETS="table1"),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout == (tiny / dag.table1_findings(P)).read_text() and r.stdout.count("\n## Table 1") == 1
+
+
+def test_one_gpu_script_stopped_at_its_limit_says_so(tmp_path):
+    """A call cut off by its time limit exits 3 and asks to be run again (no stale verdict)."""
+    work = copy_repo(tmp_path)
+    r = subprocess.run(["bash", "workflow/scripts/small-on-one-gpu.sh", "1"], cwd=work,
+                       env=dict(env(), PROFILE="tiny", TARGETS="table1"), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 3 and "has not finished" in r.stderr and "run this again" in r.stderr
+    assert not (work / dag.table1_findings(P)).exists()

@@ -124,7 +124,7 @@ SLURM_ARGS = ["--profile", "slurm",
               "--slurm-init-seconds-before-status-checks", "5", "--slurm-keep-successful-logs"]
 # Rules marked `localrule: True` (cheap aggregation on the submitting host, as Snakemake
 # intends); every other job must be a SLURM job.
-LOCAL_RULES = re.compile(r"all|collect|findings|paper_check|report_\w+")   # localrule: True
+LOCAL_RULES = re.compile(r"all|collect|findings(_table1)?|paper_check|report_\w+")   # localrule: True
 
 
 def snakemake_slurm(work: Path, *args: str) -> list[str]:

@@ -139,3 +139,19 @@ def test_replica_seeds_must_be_distinct():
     from variant.config import ParamsError
     with pytest.raises(ParamsError, match="replica_seeds"):
         load_params("params.yaml", "tiny", overrides={"train.replica_seeds": [1, 1]})
+
+
+def test_table1_alone_from_the_pretrained_rows_in_several_files(tmp_path):
+    """What the depth arm runs: `--claims table1` on the pre-trained model's metric rows,
+    one file per configuration, without the grid's."""
+    df = quality(as_the_paper_says)
+    rows = []
+    for i, (_, row) in enumerate(df[df["run"] == names.PRETRAINED].iterrows()):
+        rows.append(str(tmp_path / f"{i}.parquet"))
+        row.to_frame().T.to_parquet(rows[-1])
+    assert main(["findings", "--profile", "tiny", "--claims", "table1", "--quality", *rows,
+                 "--out", str(tmp_path / "t1.md")]) == 0
+    text = (tmp_path / "t1.md").read_text()
+    assert text.count("\n## ") == 1 and "## Table 1" in text and "**reproduced**" in text
+    with pytest.raises(SystemExit):
+        main(["findings", "--profile", "tiny", "--claims", "table9", "--quality", *rows, "--out", "x.md"])

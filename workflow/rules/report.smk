@@ -102,6 +102,16 @@ rule findings:
     shell: "variant findings {params.profile:q} --quality {input:q} --out {output:q} > {log:q} 2>&1"
 
 
+rule findings_table1:
+    input: dag.metric_rows(P, dag.table_runs(P)["table1"])
+    output: dag.table1_findings(P)
+    params: profile=PROFILE_ARG, knobs=knobs("findings")
+    log: f"{LOGS}/report/findings_table1.log"
+    localrule: True
+    conda: ENV
+    shell: "variant findings {params.profile:q} --claims table1 --quality {input:q} --out {output:q} > {log:q} 2>&1"
+
+
 REPORT_OUTPUTS = [f for files in ITEM_FILES.values() for f in files] + dag.paper_check(P) + [dag.findings(P)]
 
 
