@@ -133,7 +133,7 @@ def test_table1_findings_need_only_the_pretrained_jobs(tmp_path):
     """The depth arm's target: Table 1's verdict from the pre-trained model's rows, no training."""
     work = copy_repo(tmp_path)
     counts = job_counts(run(["snakemake", "-c2", "-n", dag.table1_findings(P)], work).stdout)
-    n_rows = len(dag.table_runs(P)["table1"][names.PRETRAINED])
+    n_rows = len(dag.report_runs(P, "table1")[names.PRETRAINED])
     assert counts == {"make_data": 2, "fetch": 1, "train_extractor": 1, "sample": n_rows,
                       "reference_stats": 1, "evaluate": n_rows, "findings_table1": 1}
 

@@ -103,7 +103,7 @@ rule findings:
 
 
 rule findings_table1:
-    input: dag.metric_rows(P, dag.table_runs(P)["table1"])
+    input: dag.metric_rows(P, dag.report_runs(P, "table1"))
     output: dag.table1_findings(P)
     params: profile=PROFILE_ARG, knobs=knobs("findings")
     log: f"{LOGS}/report/findings_table1.log"
