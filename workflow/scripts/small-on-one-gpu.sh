@@ -6,8 +6,9 @@
 # SECONDS > 0 stops Snakemake after that long (a run of the same command resumes it).
 # JOBS jobs share the GPU. small: by default as many as it holds trainings, GIB_PER_JOB
 # each (~18 GiB at batch 250, so 4 on an 80 GB H100, 7 on an H200). small_hard and its
-# depth arm: one, since their trainings fill the GPU alone and run slower side by side
-# (docs/SMALL_SCALE.md).
+# depth arm: two, of which at most one a training, since their trainings fill the GPU
+# alone and run slower side by side (docs/SMALL_SCALE.md); the other job samples or
+# scores a finished training meanwhile.
 set -euo pipefail
 limit=${1:-0}
 profile=${PROFILE:-small}
@@ -24,12 +25,14 @@ if [ "$profile" = small ]; then
     per_job=${GIB_PER_JOB:-20}
     mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
     jobs=${JOBS:-$(( mib / (per_job * 1000) > 0 ? mib / (per_job * 1000) : 1 ))}
+    one_training=()
 else
-    jobs=${JOBS:-1}
+    jobs=${JOBS:-2}
+    one_training=(--resources train_slot=1 --set-resources train:train_slot=1)
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}   # JOBS processes share the node's cores
 cmd=(python3 -m snakemake "${targets[@]}" -c "$jobs" --keep-going --rerun-incomplete
-     --config "profile=$profile")
+     "${one_training[@]}" --config "profile=$profile")
 rc=0
 if [ "$limit" -gt 0 ]; then timeout --signal=INT "$limit" "${cmd[@]}" || rc=$?; else "${cmd[@]}" || rc=$?; fi
 if [ "$rc" -ne 0 ]; then
