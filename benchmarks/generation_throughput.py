@@ -4,8 +4,11 @@ Measures on the GPU at hand, with random weights (speed does not depend on their
   - generation images/s of VAR-d30 + VQVAE (256 px) with the lean sampler, VQVAE decoding
     included, for every paper depth at N=6, seeded as the sample stage runs it (one
     generator per shard, so no CUDA graph) and unseeded (CUDA graph replay);
-  - the VQVAE decode alone, in float32 and under the reference's fp16 autocast (what the
-    lean sampler's default does), with the uint8 pixels' difference to float32;
+  - images/s of a shard as the sample stage generates it (`sample_shard`, seeded), with
+    each batch's decode in line or overlapped with the next batch's sampling;
+  - the VQVAE decode alone, in float32, under the reference's fp16 autocast (what the
+    lean sampler's default does) and the same compiled, with the uint8 pixels' difference
+    to float32;
   - torch-fidelity's Inception feature extraction (inception-v3-compat, randomly
     initialised) images/s on uint8 256 px images.
 Then projects the paper profile's grid (50 configurations x 50,000 images, see
@@ -19,6 +22,7 @@ import argparse
 import time
 from unittest import mock
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -30,7 +34,7 @@ from variant.util.provenance import git_commit
 from variant.names import subnet_of
 from variant.sampling import LeanSampler
 from variant.sampling.loop import decode_images
-from variant.stages.sample import to_uint8
+from variant.stages.sample import Sampler, sample_shard, to_uint8
 
 
 
@@ -73,6 +77,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--shard-batches", type=int, default=4, help="batches of one timed shard")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -89,15 +94,46 @@ def main():
             rows.append(dict(gpu=gpu, what="generate+decode", subnet_depth=d, bridge=6 if d < 30 else 10,
                              batch=a.batch, seeded=seeded, seconds=s, images_per_s=a.batch / s))
             print(rows[-1])
+    # The shard loop as the sample stage runs it (`sample_shard`, seeded): each batch's decode
+    # in line, or on a side stream behind the next batch's sampling (the same pixels), and
+    # that with the decode compiled (its pixels' difference to the in-line decode's).
+    knobs = dict(batch_size=a.batch, cfg=1.5, top_k=900, top_p=0.96)
+    shard_labels = np.arange(a.batch * a.shard_batches) % var.num_classes
+    compiled = LeanSampler(var, vae, compile_decode=True)
+    variants = {"in line": (sampler, False), "overlapped": (sampler, True), "overlapped, compiled": (compiled, True)}
+    for d in (30, 16):
+        subnet = var.subnet(None if d == 30 else d, None if d == 30 else 6)
+        images = {}
+        for name, (lean, overlap) in variants.items():
+            def shard():
+                images[name] = sample_shard(Sampler(lean.generate, lean.decode), subnet, shard_labels, 0, knobs,
+                                            "cuda", overlap)
+            s = timed(shard, a.repeats)
+            diff = np.abs(images[name].astype(int) - images["in line"])
+            rows.append(dict(gpu=gpu, what="shard", subnet_depth=d, bridge=6 if d < 30 else 10, batch=a.batch,
+                             images=len(shard_labels), seeded=True, shard_decode=name, seconds=s,
+                             images_per_s=len(shard_labels) / s, uint8_max_diff_vs_in_line=int(diff.max()),
+                             uint8_frac_differ_vs_in_line=float((diff > 0).mean())))
+            print(rows[-1])
+        if not np.array_equal(images["in line"], images["overlapped"]):
+            raise SystemExit(f"d{d}: the overlapped decode changed the pixels")
+    del compiled
     f_hat = torch.randn(a.batch, var.cvae, 16, 16, device="cuda")
     with torch.no_grad():   # float32 (TF32 convolutions) and the reference's fp16 autocast
         exact = to_uint8(decode_images(vae, f_hat))
-        for name, dtype in (("fp32", None), ("fp16-autocast", torch.float16)):
-            s = timed(lambda: decode_images(vae, f_hat, dtype), a.repeats)
-            diff = (to_uint8(decode_images(vae, f_hat, dtype)).astype(int) - exact).__abs__()
+        fhat_to_img = {"fp32": None, "fp16-autocast": None,
+                       "fp16-autocast-compiled": torch.compile(vae.fhat_to_img, dynamic=False)}
+        for name, dtype in (("fp32", None), ("fp16-autocast", torch.float16), ("fp16-autocast-compiled", torch.float16)):
+            decode = lambda: decode_images(vae, f_hat, dtype, fhat_to_img[name])
+            t = time.perf_counter()
+            decode()   # the first call compiles
+            torch.cuda.synchronize()
+            first_s = time.perf_counter() - t
+            s = timed(decode, a.repeats)
+            diff = (to_uint8(decode()).astype(int) - exact).__abs__()
             rows.append(dict(gpu=gpu, what="vqvae decode", decode=name, batch=a.batch, seconds=s,
                              images_per_s=a.batch / s, uint8_max_diff_vs_fp32=int(diff.max()),
-                             uint8_frac_differ_vs_fp32=float((diff > 0).mean())))
+                             uint8_frac_differ_vs_fp32=float((diff > 0).mean()), first_call_seconds=first_s))
             print(rows[-1])
     for batch in (250,):
         ips = inception_images_per_s(batch, a.repeats)

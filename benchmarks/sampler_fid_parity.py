@@ -29,25 +29,27 @@ from variant.util.atomic import write_parquet
 from variant.util.hashing import sha256_file
 from variant.util.provenance import device_name, git_commit
 from variant.stages.reference import load as load_reference
-from variant.stages.sample import sample_shard
+from variant.stages.sample import Sampler, sample_shard
 from variant.sampling import LeanSampler, generate, tf32
+from variant.sampling.loop import decode_images
 
 MODES = ("reference", "reference-fp32", "lean", "lean-bf16", "lean-fp8")
 
 
-def sampler_for(mode: str, var, vae, device):
+def sampler_for(mode: str, var, vae, device) -> Sampler:
     if mode.startswith("lean"):
-        return LeanSampler(var, vae, precision=mode.removeprefix("lean-") if mode != "lean" else None).generate
-    if mode == "reference-fp32":
-        def run(*a, **k):
-            with tf32(False):
-                return generate(var, vae, *a, **k)
-        return run
+        lean = LeanSampler(var, vae, precision=mode.removeprefix("lean-") if mode != "lean" else None)
+        return Sampler(lean.generate, lean.decode)
+    context = (lambda: tf32(False)) if mode == "reference-fp32" else (lambda: reference_precision(device))
 
     def run(*a, **k):
-        with reference_precision(device):
+        with context():
             return generate(var, vae, *a, **k)
-    return run
+
+    def decode(f_hat):
+        with context():
+            return decode_images(vae, f_hat)
+    return Sampler(run, decode)
 
 
 def main():

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import PATCH_NUMS, small_vae, small_var
 from variant.stages import sample as stage
@@ -237,3 +238,17 @@ def test_sample_grid_picks_by_class_in_generation_order(tmp_path, monkeypatch):
                         lambda ax, img, **k: shown.append(generation_index(img[None])[0]))
     sample_grid([str(out), str(legacy)], ["shuffled", "class-sorted"], tmp_path / "grid", per_row=8)
     assert shown == [0, 4, 8, 12, 16, 20, 24, 28] * 2              # the first image of classes 0..7
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the decode overlaps sampling on a CUDA side stream")
+def test_a_decode_overlapped_with_sampling_gives_the_same_pixels():
+    """On a GPU each batch decodes on a side stream behind the next batch's sampling; the
+    pixels must be those of decoding in line, batch by batch (seven labels: a short last batch)."""
+    var, vae = small_var().cuda(), small_vae().cuda()
+    sampler = stage.make_sampler(var, vae, "cuda")
+    knobs = {"batch_size": 3, "cfg": 1.5, "top_k": 8, "top_p": 0.0}
+    labels = np.arange(7) % 5
+    inline = stage.sample_shard(sampler, None, labels, 7, knobs, "cuda", overlap=False)
+    overlapped = stage.sample_shard(sampler, None, labels, 7, knobs, "cuda", overlap=True)
+    assert inline.shape == (7, vae.image_size, vae.image_size, 3) and inline.dtype == np.uint8
+    assert np.array_equal(inline, overlapped)

@@ -156,12 +156,14 @@ class LeanSampler:
     Ablations (stages/profile.py's LEAN_MODES): kernels="torch" runs the fused kernels'
     arithmetic as plain torch ops instead of "triton"; last_scale="concat" concatenates
     the cache and the last scale for the layer being computed instead of "split" (attend
-    to each and merge by log-sum-exp, no copy at all).
+    to each and merge by log-sum-exp, no copy at all). compile_decode: the VQVAE decode
+    through torch.compile (its GroupNorm, SiLU and casts fused; opt-in until
+    benchmarks/generation_throughput.py shows its pixels as close to float32).
     """
 
     def __init__(self, var: VAR, vae: VQVAE, precision: str | None = None,
                  cuda_graphs: bool = True, max_plans: int = 1, kernels: str = "triton",
-                 last_scale: str = "split"):
+                 last_scale: str = "split", compile_decode: bool = False):
         check_pair(var, vae)
         device = next(var.parameters()).device
         self.precision_name = precision or default_precision(device)
@@ -175,6 +177,7 @@ class LeanSampler:
             warnings.warn(f"lean sampler precision {self.precision_name}: {p.note}", stacklevel=2)
         self.dtype, self.device = p.matmul, device          # dtype: the KV cache's
         self.var, self.vae = sampling_copy(var, p), vae.eval()
+        self.fhat_to_img = torch.compile(vae.fhat_to_img, dynamic=False) if compile_decode else vae.fhat_to_img
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self.max_plans = max_plans
         self.kernels, self.last_scale = kernels, last_scale
@@ -231,6 +234,11 @@ class LeanSampler:
         plan.graph = graph
 
     @torch.no_grad()
+    def decode(self, f_hat: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] from a final f_hat, in this precision's decode dtype."""
+        return decode_images(self.vae, f_hat, self.precision.decode, self.fhat_to_img)
+
+    @torch.no_grad()
     def generate(self, labels, subnet: Subnet | None = None, cfg: float = 1.5, top_k: int = 0,
                  top_p: float = 0.0, generator=None, decode: bool = True, record_logits: bool = False,
                  prefix: list[torch.Tensor] | None = None, stop: int | None = None,
@@ -253,7 +261,7 @@ class LeanSampler:
             tokens, f_hat = [t.clone() for t in plan.out[0]], plan.out[1].clone()
         else:
             tokens, f_hat = run()
-        images = decode_images(self.vae, f_hat, self.precision.decode) if decode else None
+        images = self.decode(f_hat) if decode else None
         return Samples(tokens=tokens, f_hat=f_hat, images=images,
                        kv_tokens_per_layer=plan.cache.tokens, kv_bytes=plan.cache.nbytes,
                        cfg_logits=record or [])

@@ -124,13 +124,15 @@ def guide(rows: torch.Tensor, t: float) -> torch.Tensor:
 DECODE_BATCH = 32
 
 
-def decode_images(vae: VQVAE, f_hat: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def decode_images(vae: VQVAE, f_hat: torch.Tensor, dtype: torch.dtype | None = None,
+                  fhat_to_img=None) -> torch.Tensor:
     """Images in [0, 1] (float32) from the final f_hat, DECODE_BATCH images at a time.
     dtype: decode under autocast to it (the reference decodes inside its fp16 autocast);
-    None: as the caller's context has it."""
+    None: as the caller's context has it. fhat_to_img: vae.fhat_to_img or a compiled one."""
     amp = torch.autocast(f_hat.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    fhat_to_img = fhat_to_img or vae.fhat_to_img
     with amp:
-        parts = [vae.fhat_to_img(part).float() for part in f_hat.split(DECODE_BATCH)]
+        parts = [fhat_to_img(part).float() for part in f_hat.split(DECODE_BATCH)]
     return torch.cat(parts).add(1).mul(0.5)
 
 

@@ -18,12 +18,14 @@ give or take one) and records `sample_index`, each image's index in generation o
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +39,8 @@ from variant.config import load_params
 from variant.util.devices import resolve_device
 from variant.util.files import check_images, open_npz, require_file
 from variant.util.hashing import sha256_cached
-from variant.sampling import LeanSampler, generate
+from variant.sampling import LeanSampler, Samples, generate
+from variant.sampling.loop import decode_images
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -83,9 +86,13 @@ def class_sorted(f, path) -> np.ndarray:
     return np.argsort(index)
 
 
+def uint8_pixels(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8, rounded to nearest, on their device."""
+    return images.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8, rounded to nearest."""
-    return images.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return uint8_pixels(images).cpu().numpy()
 
 
 def save_npz(path: Path, **arrays):
@@ -124,7 +131,16 @@ def load_shard(path: Path, expected: int, key: str | None = None) -> dict:
     return shard
 
 
-def make_sampler(var, vae, device):
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """What a shard is generated with: `generate` (the sampling contract of
+    variant.sampling, called with decode=False) and `decode` (final f_hat -> images in
+    [0, 1]), the decode that generate(decode=True) would run."""
+    generate: Callable[..., Samples]
+    decode: Callable[[torch.Tensor], torch.Tensor]
+
+
+def make_sampler(var, vae, device) -> Sampler:
     """The lean sampler on a GPU (its default precision, as close to float32 as the
     reference's fp16 autocast: `variant bench precision`); the reference one on a CPU,
     where float32 keeps the tiny profile exact. Both take the same arguments. On a GPU
@@ -133,18 +149,40 @@ def make_sampler(var, vae, device):
     if torch.device(device).type == "cuda":
         sampler = LeanSampler(var, vae)
         var.to("meta")
-        return sampler.generate
-    return lambda *a, **k: generate(var, vae, *a, **k)
+        return Sampler(sampler.generate, sampler.decode)
+    return Sampler(lambda *a, **k: generate(var, vae, *a, **k), lambda f_hat: decode_images(vae, f_hat))
+
+
+def _decode_behind(decode, f_hat: torch.Tensor, stream: torch.cuda.Stream):
+    """Queue the decode of f_hat on `stream`, after the work that made it, and the copy of
+    its pixels to pinned host memory: (event, host tensor), ready once the event is."""
+    stream.wait_stream(torch.cuda.current_stream(f_hat.device))
+    with torch.cuda.stream(stream):
+        f_hat.record_stream(stream)   # the allocator must not hand f_hat out before the decode ran
+        pixels = uint8_pixels(decode(f_hat))
+        host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(pixels, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(stream)
+    return done, host
 
 
 @torch.no_grad()
-def sample_shard(sampler, subnet, labels: np.ndarray, seed: int, cfg: dict, device) -> np.ndarray:
+def sample_shard(sampler: Sampler, subnet, labels: np.ndarray, seed: int, cfg: dict, device,
+                 overlap: bool = True) -> np.ndarray:
+    """The images (N, H, W, 3) uint8 of one shard, `sample.batch_size` at a time. On a GPU
+    (overlap) each batch decodes on a side stream while the next one samples: the same
+    kernels on the same inputs, so the same pixels as decoding in line."""
     gen = torch.Generator(device=device).manual_seed(seed)
+    side = torch.cuda.Stream(device) if overlap and torch.device(device).type == "cuda" else None
     out = []
     for i in range(0, len(labels), cfg["batch_size"]):
         lab = torch.as_tensor(labels[i:i + cfg["batch_size"]], device=device)
-        res = sampler(lab, subnet, cfg=cfg["cfg"], top_k=cfg["top_k"], top_p=cfg["top_p"], generator=gen)
-        out.append(to_uint8(res.images))
+        f_hat = sampler.generate(lab, subnet, cfg=cfg["cfg"], top_k=cfg["top_k"], top_p=cfg["top_p"],
+                                 generator=gen, decode=False).f_hat
+        out.append(_decode_behind(sampler.decode, f_hat, side) if side else to_uint8(sampler.decode(f_hat)))
+    if side:
+        out = [done.synchronize() or host.numpy() for done, host in out]
     return np.concatenate(out)
 
 
