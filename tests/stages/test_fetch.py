@@ -285,6 +285,40 @@ def test_a_fetch_cut_after_its_vqvae_resumes_at_the_var_with_the_same_result(tin
         {**tiny_cfg, "fetch": {**tiny_cfg["fetch"], "vae": {**tiny_cfg["fetch"]["vae"], "steps": 31}}})
 
 
+def test_a_fetch_cut_in_the_var_continues_from_its_last_saved_step(tiny_cfg, tmp_path, monkeypatch):
+    """The VAR's training state is saved every tenth of its steps: a fetch cut in the middle
+    of the VAR (a device call's time limit) continues from the last save and, on a CPU,
+    writes the weights of an uninterrupted fetch; the state of another recipe is not used."""
+    from variant.tiny import pretrain
+    data = tmp_path / "data" / "train"
+    fetch.make_data(tiny_cfg, "train", data)
+    whole = fetch.pretrain_tiny(tiny_cfg, data, tmp_path / "whole")
+    out, real_update, calls = tmp_path / "cut", pretrain._update, []
+    vqvae_steps, var_steps = tiny_cfg["fetch"]["vae"]["steps"], tiny_cfg["fetch"]["var"]["steps"]
+
+    def update(*a):   # VAR step 16 (0-based) is cut: steps 0-15 ran, the state of 15 was saved
+        calls.append(1)
+        if len(calls) == vqvae_steps + 17:
+            raise KeyboardInterrupt("the time limit")
+        real_update(*a)
+    monkeypatch.setattr(pretrain, "_update", update)
+    with pytest.raises(KeyboardInterrupt):
+        fetch.pretrain_tiny(tiny_cfg, data, out)
+    assert not (out / "var.pth").exists()
+    saved = torch.load(out / fetch.KEPT_VAR, weights_only=True)
+    assert saved["step"] == 15 == 5 * (var_steps // 10) and len(saved["losses"]) == 15
+    monkeypatch.setattr(pretrain, "_update", real_update)
+    lines = []
+    resumed = fetch.pretrain_tiny(tiny_cfg, data, out, log=lines.append)
+    assert any(f"resumed at step 15/{var_steps}" in line for line in lines)
+    assert {n: f["sha256"] for n, f in resumed["files"].items()} == {n: f["sha256"] for n, f in whole["files"].items()}
+    assert resumed["training"]["var"]["loss_final"] == whole["training"]["var"]["loss_final"]
+    assert not (out / fetch.KEPT_VAR).exists() and not (out / fetch.KEPT_VQVAE).exists()
+    vae = small_vae()
+    other = {**tiny_cfg, "fetch": {**tiny_cfg["fetch"], "var": {**tiny_cfg["fetch"]["var"], "lr": 1e-3}}}
+    assert pretrain.var_key(tiny_cfg, vae) != pretrain.var_key(other, vae)
+
+
 def test_quantize_train_matches_the_tokenizer():
     """The training forward quantises exactly as f_to_tokens does; gradients flow."""
     vae = small_vae()

@@ -266,6 +266,7 @@ def fetch_released(cfg: dict, out_dir, *, check_load: bool = True, progress: boo
 
 
 KEPT_VQVAE = ".vqvae-pretrained.pth"   # a pre-trained VQVAE kept until the VAR is done too
+KEPT_VAR = ".var-pretraining.pth"      # the VAR's training state, saved as it goes
 
 
 def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log) -> dict:
@@ -273,8 +274,8 @@ def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log) -> dict:
     from variant.tiny.pretrain import pretrain
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    keep = out_dir / KEPT_VQVAE   # not an output: Snakemake leaves it when the job is cut
-    vae, var, training = pretrain(cfg, data_dir, log, keep_vqvae=keep)
+    keep = out_dir / KEPT_VQVAE, out_dir / KEPT_VAR   # not outputs: Snakemake leaves them when the job is cut
+    vae, var, training = pretrain(cfg, data_dir, log, keep_vqvae=keep[0], keep_var=keep[1])
     manifest = {"profile": cfg.get("profile"), "files": {}, "training": training}
     for name, model in (("vae.pth", vae), ("var.pth", var)):
         sha = save_state_dict(model, out_dir / name)
@@ -285,7 +286,8 @@ def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log) -> dict:
         manifest["data_sha256"] = json.loads(data_manifest.read_text()).get("sha256")
     manifest["loaded"] = load_and_check(out_dir / "var.pth", out_dir / "vae.pth", cfg)
     write_manifest(out_dir, manifest)
-    keep.unlink(missing_ok=True)
+    for f in keep:
+        f.unlink(missing_ok=True)
     log(f"fetch ({cfg.get('profile')}): wrote {out_dir / 'vae.pth'}, {out_dir / 'var.pth'}, {out_dir / MANIFEST}")
     return manifest
 

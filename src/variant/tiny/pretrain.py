@@ -170,10 +170,22 @@ def var_targets(vae: VQVAE, x: torch.Tensor, batch_size: int = 200) -> tuple[tor
     return torch.cat(gts), torch.cat(ins)
 
 
+def _rng_states(dev: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
+
+
+def _set_rng_states(states: dict, dev: torch.device):
+    torch.set_rng_state(states["cpu"])
+    if dev.type == "cuda" and states["cuda"] is not None:
+        torch.cuda.set_rng_state(states["cuda"], dev)
+
+
 def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, dev: torch.device,
-              seed: int = 0, log=print) -> tuple[VAR, dict]:
+              seed: int = 0, log=print, keep=None) -> tuple[VAR, dict]:
     """Plain (full-depth) VAR of params model.var, teacher-forced cross-entropy on the
-    VQVAE's tokens of x and its flip, class dropout 0.1, AdamW."""
+    VQVAE's tokens of x and its flip, class dropout 0.1, AdamW. keep: a file that holds
+    the training's state (weights, optimiser, random generators, step) every tenth of
+    the run, so that a run cut short continues from there (on a CPU to the same weights)."""
     hp = cfg["fetch"]["var"]
     steps, bs, lr = int(hp["steps"]), int(hp["batch_size"]), float(hp["lr"])
     num_classes = int(cfg["data"]["num_classes"])
@@ -184,6 +196,7 @@ def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, dev:
     vae = vae.to(dev).eval()
     gt, var_in = var_targets(vae, torch.cat([x, x.flip(-1)]).to(dev))
     labels = torch.cat([labels, labels]).to(dev)
+    key, every = var_key(cfg, vae), max(1, steps // 10)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         var = VAR(num_classes=num_classes, vocab_size=vae.vocab_size, cvae=vae.Cvae,
@@ -193,9 +206,17 @@ def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, dev:
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                                  {"params": other, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
         gen = torch.Generator().manual_seed(seed)
-        losses = []
+        losses, start = [], 0
+        saved = torch.load(keep, map_location=dev, weights_only=True) if keep and Path(keep).is_file() else None
+        if saved is not None and saved.get("key") == key:
+            var.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            gen.set_state(saved["generator"].cpu())
+            _set_rng_states({k: (v.cpu() if v is not None else None) for k, v in saved["rng"].items()}, dev)
+            losses, start = list(saved["losses"]), int(saved["step"])
+            log(f"  var: resumed at step {start}/{steps} from {keep}, saved by an earlier fetch")
         var.train()
-        for step in range(steps):
+        for step in range(start, steps):
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, lr)
             idx = torch.randint(len(gt), (bs,), generator=gen).to(dev)
@@ -207,12 +228,26 @@ def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, dev:
             if _log_due(step, steps):
                 log(f"  var step {step + 1}/{steps}: loss {np.mean(losses[-20:]):.4f} "
                     f"({time.time() - t0:.0f} s)")
+            if keep is not None and (step + 1) % every == 0 and step + 1 < steps:
+                torch_save({"key": key, "step": step + 1, "model": var.state_dict(), "optimizer": opt.state_dict(),
+                            "generator": gen.get_state(), "rng": _rng_states(dev), "losses": losses}, keep)
     var.eval()
     first, final = _summary(losses)
     return var.cpu(), {"steps": steps, "batch_size": bs, "lr": lr, "seed": seed,
                        "loss_first": round(first, 5), "loss_final": round(final, 5),
                        "uniform_loss": round(math.log(vae.vocab_size), 5),
                        "seconds": round(time.time() - t0, 1)}
+
+
+def var_key(cfg: dict, vae: VQVAE) -> str:
+    """What a VAR pre-training state depends on: its VQVAE's weights, the data, the VAR's
+    architecture and its training."""
+    parts = {"vqvae": hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes()
+                                              for t in vae.state_dict().values())).hexdigest(),
+             "data": {k: cfg["data"].get(k) for k in ("family", "num_classes", "image_size", "train_per_class", "seed")},
+             "var": cfg["model"]["var"], "patch_nums": cfg["model"]["patch_nums"], "fetch": cfg["fetch"].get("var"),
+             "seed": cfg["fetch"].get("seed", cfg["data"]["seed"])}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def vqvae_key(cfg: dict) -> str:
@@ -240,10 +275,11 @@ def _vqvae_stage(cfg: dict, x: torch.Tensor, dev, seed: int, log, keep) -> tuple
     return vae, info
 
 
-def pretrain(cfg: dict, data_dir, log=print, keep_vqvae=None) -> tuple[VQVAE, VAR, dict]:
+def pretrain(cfg: dict, data_dir, log=print, keep_vqvae=None, keep_var=None) -> tuple[VQVAE, VAR, dict]:
     """Pre-train the VQVAE, then the VAR, on the ImageFolder set `data_dir`; both models on
     the CPU and {"vae": ..., "var": ...} of their training records. keep_vqvae: a file
-    that holds the trained VQVAE until the VAR is done too (see _vqvae_stage)."""
+    that holds the trained VQVAE until the VAR is done too (see _vqvae_stage); keep_var:
+    one that holds the VAR's training state as it goes (see train_var)."""
     images, labels = load_images(data_dir, cfg["data"]["image_size"])
     x = to_float(images)
     seed = int(cfg["fetch"].get("seed", cfg["data"]["seed"]))
@@ -253,6 +289,6 @@ def pretrain(cfg: dict, data_dir, log=print, keep_vqvae=None) -> tuple[VQVAE, VA
         cb = vae_info["codebook"]
         log(f"  vqvae: rec loss {vae_info['rec_loss_first']:.4f} -> {vae_info['rec_loss_final']:.4f}, "
             f"codebook {cb['used']}/{cb['vocab_size']} used, {vae_info['seconds']} s")
-        var, var_info = train_var(cfg, vae, x, labels, dev, seed, log)
+        var, var_info = train_var(cfg, vae, x, labels, dev, seed, log, keep_var)
     log(f"  var: loss {var_info['loss_first']:.4f} -> {var_info['loss_final']:.4f}, {var_info['seconds']} s")
     return vae, var, {"vae": vae_info, "var": var_info}
