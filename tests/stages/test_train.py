@@ -254,6 +254,39 @@ def test_two_processes_equal_one_with_accumulation(setup, tmp_path):
     assert one["finished"]
 
 
+def _resume_worker(rank, world, port, setup, out_dir, stop_after):
+    import os
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    said = []
+    run(setup, out_dir, "progressive_d4", micro_batch=2, cfg=cfg_for(**{"train.drop_path": 0.3}),
+        stop_after=stop_after, echo=said.append)
+    if rank == 0:
+        (Path(out_dir) / f"said-{world}.txt").write_text("\n".join(map(str, said)))
+
+
+def test_a_run_stopped_on_four_processes_resumes_on_two(setup, tmp_path):
+    """Stop at N = 4 after step 5 (its state saved), resume at N = 2: the same weights and log
+    as one process without a stop, up to the order of the gradient sums (gloo on the CPU)."""
+    one = run(setup, tmp_path / "one", "progressive_d4", micro_batch=2, cfg=cfg_for(**{"train.drop_path": 0.3}))
+    out = tmp_path / "moved"
+    for world, stop_after in ((4, 5), (2, None)):
+        mp.start_processes(_resume_worker, args=(world, _free_port(), setup, out, stop_after), nprocs=world,
+                           join=True, start_method="spawn")
+        if stop_after:
+            assert not (out / "final.pth").exists() and (out / "state" / "state.pt").is_file()
+    assert one["finished"] and not (out / "state").exists()
+    assert "resumed progressive_d4 at step 5/" in (out / "said-2.txt").read_text()
+    assert "4 process(es)" in (out / "said-4.txt").read_text() and "2 process(es)" in (out / "said-2.txt").read_text()
+    a, b = read_state_dict(tmp_path / "one" / "final.pth"), read_state_dict(out / "final.pth")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    la, lb = (pd.read_parquet(p / "log.parquet") for p in (tmp_path / "one", out))
+    assert la["step"].tolist() == lb["step"].tolist() and la["used_subnet"].tolist() == lb["used_subnet"].tolist()
+    np.testing.assert_allclose(lb["loss"], la["loss"], rtol=1e-5)
+
+
 def test_cli_runs_tokenize_train_and_bench(setup, tmp_path, monkeypatch, capsys):
     from variant.cli import main
     monkeypatch.chdir(ROOT)
