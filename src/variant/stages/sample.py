@@ -182,7 +182,9 @@ def sample_shard(sampler: Sampler, subnet, labels: np.ndarray, seed: int, cfg: d
                                  generator=gen, decode=False).f_hat
         out.append(_decode_behind(sampler.decode, f_hat, side) if side else to_uint8(sampler.decode(f_hat)))
     if side:
-        out = [done.synchronize() or host.numpy() for done, host in out]
+        for done, _ in out:
+            done.synchronize()
+        out = [host.numpy() for _, host in out]
     return np.concatenate(out)
 
 
