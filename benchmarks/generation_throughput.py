@@ -100,14 +100,15 @@ def main():
     knobs = dict(batch_size=a.batch, cfg=1.5, top_k=900, top_p=0.96)
     shard_labels = np.arange(a.batch * a.shard_batches) % var.num_classes
     compiled = LeanSampler(var, vae, compile_decode=True)
-    variants = {"in line": (sampler, False), "overlapped": (sampler, True), "overlapped, compiled": (compiled, True)}
+    as_shard = lambda lean: Sampler(lean.generate, lean.decode)   # noqa: E731
+    variants = {"in line": (as_shard(sampler), False), "overlapped": (as_shard(sampler), True),
+                "overlapped, compiled": (as_shard(compiled), True)}
     for d in (30, 16):
         subnet = var.subnet(None if d == 30 else d, None if d == 30 else 6)
         images = {}
-        for name, (lean, overlap) in variants.items():
+        for name, (shard_sampler, overlap) in variants.items():
             def shard():
-                images[name] = sample_shard(Sampler(lean.generate, lean.decode), subnet, shard_labels, 0, knobs,
-                                            "cuda", overlap)
+                images[name] = sample_shard(shard_sampler, subnet, shard_labels, 0, knobs, "cuda", overlap)
             s = timed(shard, a.repeats)
             diff = np.abs(images[name].astype(int) - images["in line"])
             rows.append(dict(gpu=gpu, what="shard", subnet_depth=d, bridge=6 if d < 30 else 10, batch=a.batch,

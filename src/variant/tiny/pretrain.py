@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from variant.models import VAR, VQVAE
 from variant.sampling.precision import tf32
+from variant.training.state import rng_states, set_rng_states
 from variant.util.atomic import torch_save
 from variant.util.devices import resolve_device
 from variant.util.images import load_images, to_float
@@ -170,16 +171,6 @@ def var_targets(vae: VQVAE, x: torch.Tensor, batch_size: int = 200) -> tuple[tor
     return torch.cat(gts), torch.cat(ins)
 
 
-def _rng_states(dev: torch.device) -> dict:
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}
-
-
-def _set_rng_states(states: dict, dev: torch.device):
-    torch.set_rng_state(states["cpu"])
-    if dev.type == "cuda" and states["cuda"] is not None:
-        torch.cuda.set_rng_state(states["cuda"], dev)
-
-
 def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, dev: torch.device,
               seed: int = 0, log=print, keep=None) -> tuple[VAR, dict]:
     """Plain (full-depth) VAR of params model.var, teacher-forced cross-entropy on the
@@ -207,12 +198,12 @@ def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, dev:
                                  {"params": other, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
         gen = torch.Generator().manual_seed(seed)
         losses, start = [], 0
-        saved = torch.load(keep, map_location=dev, weights_only=True) if keep and Path(keep).is_file() else None
+        saved = torch.load(keep, map_location="cpu", weights_only=True) if keep and Path(keep).is_file() else None
         if saved is not None and saved.get("key") == key:
             var.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
-            gen.set_state(saved["generator"].cpu())
-            _set_rng_states({k: (v.cpu() if v is not None else None) for k, v in saved["rng"].items()}, dev)
+            gen.set_state(saved["generator"])
+            set_rng_states(saved["rng"])
             losses, start = list(saved["losses"]), int(saved["step"])
             log(f"  var: resumed at step {start}/{steps} from {keep}, saved by an earlier fetch")
         var.train()
@@ -230,7 +221,7 @@ def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, dev:
                     f"({time.time() - t0:.0f} s)")
             if keep is not None and (step + 1) % every == 0 and step + 1 < steps:
                 torch_save({"key": key, "step": step + 1, "model": var.state_dict(), "optimizer": opt.state_dict(),
-                            "generator": gen.get_state(), "rng": _rng_states(dev), "losses": losses}, keep)
+                            "generator": gen.get_state(), "rng": rng_states(), "losses": losses}, keep)
     var.eval()
     first, final = _summary(losses)
     return var.cpu(), {"steps": steps, "batch_size": bs, "lr": lr, "seed": seed,
@@ -240,13 +231,11 @@ def train_var(cfg: dict, vae: VQVAE, x: torch.Tensor, labels: torch.Tensor, dev:
 
 
 def var_key(cfg: dict, vae: VQVAE) -> str:
-    """What a VAR pre-training state depends on: its VQVAE's weights, the data, the VAR's
-    architecture and its training."""
-    parts = {"vqvae": hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes()
-                                              for t in vae.state_dict().values())).hexdigest(),
-             "data": {k: cfg["data"].get(k) for k in ("family", "num_classes", "image_size", "train_per_class", "seed")},
-             "var": cfg["model"]["var"], "patch_nums": cfg["model"]["patch_nums"], "fetch": cfg["fetch"].get("var"),
-             "seed": cfg["fetch"].get("seed", cfg["data"]["seed"])}
+    """What a VAR pre-training state depends on: its VQVAE (recipe and weights: a GPU
+    retrains it to other weights), the VAR's architecture and its training."""
+    weights = hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in vae.state_dict().values()))
+    parts = {"vqvae": vqvae_key(cfg), "vqvae_weights": weights.hexdigest(), "var": cfg["model"]["var"],
+             "fetch": cfg["fetch"].get("var")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
