@@ -117,10 +117,25 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = 
     if name not in doc["profiles"]:
         raise ParamsError(f"{path}: profile {name!r} is not defined under `profiles` "
                           f"(known: {', '.join(doc['profiles'])})")
-    cfg = copy.deepcopy(doc["profiles"][name])
     overrides = dict(overrides or {})
     if os.environ.get(DATA_ROOT_ENV):   # set by the Snakefile from --config data_root=...
         overrides.setdefault("data.root", os.environ[DATA_ROOT_ENV])
+    cfg = _resolve(doc, name, overrides, path)
+    if cfg.get("shares_base") is not None:
+        _check_shared_base(doc, cfg, name, path)
+    cfg["profile"] = name
+    cfg["config_hash"] = config_hash(cfg)   # of the whole profile, whatever the stage reads
+    stage = _ACTIVE_STAGE.get()
+    if stage is not None:
+        from variant.dag import ALWAYS_ALLOWED, STAGE_PARAMS   # dag imports this module
+        if stage in STAGE_PARAMS:
+            return StageParams(cfg, stage, [*ALWAYS_ALLOWED, *STAGE_PARAMS[stage]])
+    return cfg
+
+
+def _resolve(doc: dict, name: str, overrides: dict, path: Path) -> dict:
+    """Profile `name` of the params document with `overrides` set, validated."""
+    cfg = copy.deepcopy(doc["profiles"][name])
     for dotted, value in overrides.items():
         _set(cfg, dotted, value, f"{path}: override {dotted}")
     where = f"{path}: profiles.{name}"
@@ -135,14 +150,38 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS, profile: str | None = 
         key = ".".join(str(p) for p in e.absolute_path)
         raise ParamsError(f"{where}{'.' + key if key else ''}: {_message(e)}")
     _check_semantics(cfg, where)
-    cfg["profile"] = name
-    cfg["config_hash"] = config_hash(cfg)   # of the whole profile, whatever the stage reads
-    stage = _ACTIVE_STAGE.get()
-    if stage is not None:
-        from variant.dag import ALWAYS_ALLOWED, STAGE_PARAMS   # dag imports this module
-        if stage in STAGE_PARAMS:
-            return StageParams(cfg, stage, [*ALWAYS_ALLOWED, *STAGE_PARAMS[stage]])
     return cfg
+
+
+def _check_shared_base(doc: dict, cfg: dict, name: str, path: Path):
+    """A profile with `shares_base: B` uses B's data, extractor, reference statistics and
+    VQVAE as B made them: B must make its own, and every key they depend on must agree."""
+    from variant.dag import SHARED_BASE_KEYS, lookup   # dag imports this module
+    base, where = cfg["shares_base"], f"{path}: profiles.{name}.shares_base"
+    if base not in doc["profiles"]:
+        raise ParamsError(f"{where}: profile {base!r} is not defined under `profiles` "
+                          f"(known: {', '.join(doc['profiles'])})")
+    if base == name or doc["profiles"][base].get("shares_base") is not None:
+        raise ParamsError(f"{where}: {base!r} must be a profile that makes its own base (no shares_base of its own)")
+    for who, section in ((name, cfg["data"]), (base, doc["profiles"][base].get("data") or {})):
+        if section.get("source") != "synthetic":
+            raise ParamsError(f"{where}: profile {who!r} has data.source {section.get('source')!r}; only "
+                              "synthetic profiles make the data and VQVAE a base shares")
+    mine_cfg, base_cfg = _resolve(doc, name, {}, path), _resolve(doc, base, {}, path)   # as params.yaml has them
+    for key in SHARED_BASE_KEYS:
+        for leaf, mine, theirs in _differences(key, lookup(mine_cfg, key), lookup(base_cfg, key)):
+            raise ParamsError(f"{path}: profiles.{name}.{leaf} is {mine!r}, but profiles.{base}.{leaf} is "
+                              f"{theirs!r}: the files of the shared base (shares_base: {base}) depend on it; "
+                              "make the two equal")
+
+
+def _differences(key: str, a, b):
+    """(dotted leaf, a's value, b's value) where two params values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            yield from _differences(f"{key}.{k}", a.get(k), b.get(k))
+    elif a != b:
+        yield key, a, b
 
 
 # ---- what a stage may read --------------------------------------------------------------------

@@ -17,7 +17,7 @@ from variant.config import phases_of
 # <command>` may read nothing else (variant.config.reading_for enforces it), Snakemake
 # reruns a job when one of its keys changes, and DVC marks the stage stale. Facts every
 # stage may read (ALWAYS_ALLOWED) are not listed.
-ALWAYS_ALLOWED = ("profile", "config_hash", "device")
+ALWAYS_ALLOWED = ("profile", "config_hash", "device", "shares_base")   # shares_base: where files are
 SAMPLE_KEYS = ["sample.per_class", "sample.cfg", "sample.top_k", "sample.top_p", "sample.batch_size",
                "sample.shard_size", "sample.seed"]   # decide the pixels
 STAGE_PARAMS: dict[str, list[str]] = {
@@ -273,6 +273,29 @@ def artifacts_dir(P: dict) -> str:
     return f"artifacts/{P['profile']}"
 
 
+# A profile with params `shares_base: B` (the depth arm of Table 1) uses B's generated data,
+# feature extractor, reference statistics and VQVAE, made by B's own run, so its FIDs are
+# measured as B's are; config.load_params checks that these keys, which decide those
+# files, are equal in both.
+SHARED_BASE_KEYS = ("data", "model.patch_nums", "model.vae", "fetch.vae", "fetch.seed",
+                    "fetch.feature_extractor", "evaluate.extractor")
+
+
+def shares_base(P: dict) -> str | None:
+    return P.get("shares_base")
+
+
+def base_dir(P: dict) -> str:
+    """artifacts/ of the profile that makes the shared files (this one, or shares_base)."""
+    return f"artifacts/{shares_base(P) or P['profile']}"
+
+
+def shared_base_files(P: dict) -> list[str]:
+    """What a profile with shares_base reads from its base profile's run."""
+    return [data_dir(P, "train"), data_dir(P, "eval"), feature_extractor(P), pretrained_vae(P),
+            reference_stats(P), reference_record(P)]
+
+
 def results_dir(P: dict) -> str:
     return f"results/{P['profile']}"
 
@@ -287,11 +310,11 @@ def is_tiny(P: dict) -> bool:
 
 
 def data_dir(P: dict, split: str) -> str:
-    return f"{artifacts_dir(P)}/data/{split}"
+    return f"{base_dir(P)}/data/{split}"
 
 
 def feature_extractor(P: dict) -> str:
-    return f"{artifacts_dir(P)}/feature_extractor.pth"
+    return f"{base_dir(P)}/feature_extractor.pth"
 
 
 def pretrained_dir(P: dict) -> str:
@@ -303,7 +326,7 @@ def pretrained_var(P: dict) -> str:
 
 
 def pretrained_vae(P: dict) -> str:
-    return f"{pretrained_dir(P)}/vae.pth"
+    return f"{base_dir(P)}/pretrained/vae.pth"
 
 
 def fetch_record(P: dict) -> str:
@@ -372,11 +395,11 @@ def sample_shard(P: dict, run: str, config: str, shard: str) -> str:
 
 
 def reference_stats(P: dict) -> str:
-    return f"{artifacts_dir(P)}/reference/stats.npz"
+    return f"{base_dir(P)}/reference/stats.npz"
 
 
 def reference_record(P: dict) -> str:
-    return f"{artifacts_dir(P)}/reference/stats.json"
+    return f"{base_dir(P)}/reference/stats.json"
 
 
 def metric_row(P: dict, run: str, config: str) -> str:

@@ -1,4 +1,5 @@
 """The tiny profile end to end, as a newcomer runs it: `snakemake -c2 all` on a CPU."""
+import copy
 import json
 import os
 import subprocess
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline_utils import copy_repo, env, job_counts, run
 from variant import dag, names
@@ -156,3 +158,47 @@ def test_one_gpu_script_stopped_at_its_limit_says_so(tmp_path):
                        timeout=600)
     assert r.returncode == 3 and "has not finished" in r.stderr and "run this again" in r.stderr
     assert not (work / dag.table1_findings(P)).exists()
+
+
+def _add_depth_arm(work: Path) -> dict:
+    """Profile tiny_d10 in work's params.yaml: a deeper VAR on tiny's data, extractor,
+    reference statistics and VQVAE (shares_base), as small_hard_d24 is to small_hard."""
+    doc = yaml.safe_load((work / "params.yaml").read_text())
+    arm = copy.deepcopy(doc["profiles"]["tiny"])
+    arm["shares_base"] = "tiny"
+    arm["model"]["var"]["depth"] = 10
+    arm["sample"]["table1_depth"] = 5
+    doc["profiles"]["tiny_d10"] = arm
+    (work / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load_params(work / "params.yaml", "tiny_d10")
+
+
+def test_a_depth_arm_runs_table1_on_the_bases_files_and_leaves_them_alone(tiny):
+    original = (tiny / "params.yaml").read_text()
+    try:
+        arm = _add_depth_arm(tiny)
+        shared = {f: os.stat(tiny / f).st_mtime_ns for f in dag.shared_base_files(arm)}
+        target, on_arm = dag.table1_findings(arm), ["--config", "profile=tiny_d10"]
+        counts = job_counts(run(["snakemake", "-c2", "-n", target, *on_arm], tiny).stdout)
+        n_rows = len(dag.report_runs(arm, "table1")[names.PRETRAINED])
+        assert counts == {"fetch": 1, "sample": n_rows, "evaluate": n_rows, "findings_table1": 1}
+        run(["snakemake", "-c2", target, *on_arm], tiny)
+        assert {f: os.stat(tiny / f).st_mtime_ns for f in shared} == shared
+        record = json.loads((tiny / dag.fetch_record(arm)).read_text())
+        base = json.loads((tiny / dag.fetch_record(P)).read_text())
+        assert record["shared"]["vae.pth"]["sha256"] == base["files"]["vae.pth"]["sha256"]
+        assert sorted(os.listdir(tiny / dag.pretrained_dir(arm))) == ["fetch.json", "var.pth"]
+        assert (tiny / target).read_text().count("## Table 1") == 1
+        assert "Nothing to be done" in run(["snakemake", "-c2", "-n", "all"], tiny).stdout   # the base: intact
+    finally:
+        (tiny / "params.yaml").write_text(original)
+
+
+def test_a_depth_arm_without_its_base_says_what_to_make_first(tmp_path):
+    work = copy_repo(tmp_path)
+    arm = _add_depth_arm(work)
+    r = subprocess.run(["snakemake", "-n", dag.table1_findings(arm), "--config", "profile=tiny_d10"],
+                       cwd=work, env=env(), capture_output=True, text=True, timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "profile tiny_d10 uses profile tiny's data" in out
+    assert f"`snakemake {' '.join(dag.shared_base_files(arm))} --config profile=tiny`" in out

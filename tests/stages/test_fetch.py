@@ -319,6 +319,35 @@ def test_a_fetch_cut_in_the_var_continues_from_its_last_saved_step(tiny_cfg, tmp
     assert pretrain.var_key(tiny_cfg, vae) != pretrain.var_key(other, vae)
 
 
+def test_a_profile_sharing_a_base_trains_only_its_var_on_the_bases_vqvae(tiny_cfg, tmp_path, monkeypatch):
+    """shares_base (the depth arm of Table 1): the base's vae.pth is used as it is, checked
+    against the base's fetch.json, and recorded; only a VAR is written."""
+    from variant.tiny import pretrain
+    data = tmp_path / "data" / "train"
+    fetch.make_data(tiny_cfg, "train", data)
+    base = fetch.pretrain_tiny(tiny_cfg, data, tmp_path / "base")
+    arm = {**tiny_cfg, "shares_base": "tiny",
+           "model": {**tiny_cfg["model"], "var": {**tiny_cfg["model"]["var"], "depth": 3}}}
+    monkeypatch.setattr(pretrain, "train_vqvae", lambda *a, **k: pytest.fail("the shared VQVAE was trained again"))
+    shared = tmp_path / "base" / "vae.pth"
+    m = fetch.pretrain_tiny(arm, data, tmp_path / "arm", shared_vae=shared)
+    assert sorted(p.name for p in (tmp_path / "arm").iterdir()) == ["fetch.json", "var.pth"]
+    assert m["shared"]["vae.pth"]["sha256"] == base["files"]["vae.pth"]["sha256"] == sha256_file(shared)
+    assert m["training"]["vae"] == base["training"]["vae"] and m["training"]["var"]["steps"] == 30
+    assert build_var(read_state_dict(tmp_path / "arm" / "var.pth")).depth == 3
+    with pytest.raises(fetch.FetchError, match="no such VQVAE .*run the fetch of profile 'tiny' first"):
+        fetch.pretrain_tiny(arm, data, tmp_path / "arm2", shared_vae=tmp_path / "none.pth")
+    save_state_dict(small_vae(), shared)   # the base's VQVAE replaced by another
+    with pytest.raises(fetch.ChecksumError, match="replaced after its fetch"):
+        fetch.pretrain_tiny(arm, data, tmp_path / "arm3", shared_vae=shared)
+
+
+def test_cli_fetch_refuses_a_vqvae_for_a_profile_that_trains_its_own(tmp_path):
+    r = variant("fetch", "--profile", "tiny", "--vae", str(tmp_path / "vae.pth"), "--out-dir", str(tmp_path / "p"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "profile 'tiny' pre-trains its own VQVAE" in r.stderr and not (tmp_path / "p").exists()
+
+
 def test_quantize_train_matches_the_tokenizer():
     """The training forward quantises exactly as f_to_tokens does; gradients flow."""
     vae = small_vae()

@@ -95,3 +95,44 @@ def test_every_stage_that_computes_on_the_gpu_gets_one_under_slurm(tmp_path, pro
     with pytest.raises(ParamsError, match=rf"profiles.{profile}.resources.tokenize.gpus: the tokenize stage "
                                           r"computes on device cuda, but it has no entry"):
         load_params(tmp_path / "p.yaml", profile, overrides={"data.root": "x"})
+
+
+def test_the_depth_arm_reads_the_base_profiles_files_and_writes_its_own():
+    """small_hard_d24 shares small_hard's data, extractor, reference statistics and VQVAE."""
+    arm, base = load_params(profile="small_hard_d24"), load_params(profile="small_hard")
+    assert dag.shared_base_files(arm) == dag.shared_base_files(base)
+    assert all(f.startswith("artifacts/small_hard/") for f in dag.shared_base_files(arm))
+    assert dag.pretrained_var(arm) == "artifacts/small_hard_d24/pretrained/var.pth" != dag.pretrained_var(base)
+    assert dag.metric_row(arm, "pretrained", "full").startswith("results/small_hard_d24/")
+
+
+def _with_arm(tmp_path, **arm):
+    """params.yaml plus profile `arm`: tiny's profile with shares_base and `arm`'s dotted keys."""
+    doc = yaml.safe_load(open("params.yaml"))
+    profile = yaml.safe_load(yaml.safe_dump(doc["profiles"]["tiny"]))
+    for dotted, value in {"shares_base": "tiny", **arm}.items():
+        *parents, leaf = dotted.split(".")
+        node = profile
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    doc["profiles"]["arm"] = profile
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    return tmp_path / "p.yaml"
+
+
+@pytest.mark.parametrize("arm, needle", [
+    ({"shares_base": "tinyy"}, "profiles.arm.shares_base: profile 'tinyy' is not defined"),
+    ({"shares_base": "arm"}, "profiles.arm.shares_base: 'arm' must be a profile that makes its own base"),
+    ({"shares_base": "paper"}, "profile 'paper' has data.source 'imagefolder'"),
+    ({"data.num_classes": 7}, "profiles.arm.data.num_classes is 7, but profiles.tiny.data.num_classes is 10"),
+    ({"model.vae.ch": 64}, "profiles.arm.model.vae.ch is 64, but profiles.tiny.model.vae.ch is 32"),
+])
+def test_a_shared_base_must_be_made_alike(tmp_path, arm, needle):
+    with pytest.raises(ParamsError, match=needle.replace("(", r"\(")):
+        load_params(_with_arm(tmp_path, **arm), "arm")
+
+
+def test_a_deeper_model_may_share_the_base(tmp_path):
+    P = load_params(_with_arm(tmp_path, **{"model.var.depth": 10}), "arm")
+    assert P["shares_base"] == "tiny" and dag.data_dir(P, "eval") == "artifacts/tiny/data/eval"

@@ -3,12 +3,22 @@
 # variant.dag (P), the same code that writes dvc.yaml.
 import os
 
+from snakemake.exceptions import WorkflowError
+
 from variant import dag, names, revisions
 from variant.config import config_hash
 
 VAR = dag.pretrained_var(P)
 VAE = dag.pretrained_vae(P)
 TINY = dag.is_tiny(P)
+SHARED_BASE = dag.shares_base(P)
+if SHARED_BASE:   # made by the base profile's run, which this one must not redo or clear
+    _missing = [f for f in dag.shared_base_files(P) if not os.path.exists(f)]
+    if _missing:
+        raise WorkflowError(f"profile {PROFILE} uses profile {SHARED_BASE}'s data, feature extractor, "
+                            f"reference statistics and VQVAE (params shares_base), and {', '.join(_missing)} "
+                            f"{'is' if len(_missing) == 1 else 'are'} missing: make them first with "
+                            f"`snakemake {' '.join(_missing)} --config profile={SHARED_BASE}`")
 PY = "variant"   # every rule calls `variant <stage> --profile ...`
 # Tokens, not a string: `{params.profile:q}` quotes each. The same for every multi-token
 # param below (a flag and its paths), so no value is ever split or expanded by the shell.

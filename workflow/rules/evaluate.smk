@@ -1,16 +1,18 @@
 # Stage 4. The reference set's features and statistics once, then FID / IS / precision /
 # recall per configuration, then one table of them all.
 
-rule reference_stats:
-    input: reference=REFERENCE, extractor=EXTRACTOR
-    output: stats=REFERENCE_STATS, record=dag.reference_record(P)
-    params: weights=lambda w, input: weights_arg(input), profile=PROFILE_ARG,
-            knobs=knobs("reference-stats"), cache_format=revisions.REFERENCE_STATS   # a new format recomputes the cache
-    log: f"{LOGS}/reference_stats.log"
-    resources: **resources("evaluate")
-    conda: ENV
-    shell: "variant reference-stats {params.profile:q} --reference {input.reference:q} {params.weights:q} "
-           "--out {output.stats:q} > {log:q} 2>&1"
+if not SHARED_BASE:   # else the base profile's run made them (common.smk)
+
+    rule reference_stats:
+        input: reference=REFERENCE, extractor=EXTRACTOR
+        output: stats=REFERENCE_STATS, record=dag.reference_record(P)
+        params: weights=lambda w, input: weights_arg(input), profile=PROFILE_ARG,
+                knobs=knobs("reference-stats"), cache_format=revisions.REFERENCE_STATS   # a new format recomputes the cache
+        log: f"{LOGS}/reference_stats.log"
+        resources: **resources("evaluate")
+        conda: ENV
+        shell: "variant reference-stats {params.profile:q} --reference {input.reference:q} {params.weights:q} "
+               "--out {output.stats:q} > {log:q} 2>&1"
 
 
 rule evaluate:

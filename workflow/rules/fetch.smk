@@ -1,7 +1,26 @@
 # Stage 1. paper: download the released VAR-d30 and VQVAE (+ the ADM reference batch).
 # tiny: generate the data and pre-train a small VQVAE and VAR in place of the download.
 
-if TINY:
+if TINY and SHARED_BASE:
+
+    # The data, extractor and VQVAE are the base profile's (params shares_base), made by
+    # its own run (common.smk stops early where they are missing): only the VAR is
+    # pre-trained here, on the base's data with the base's VQVAE.
+    rule fetch:
+        input: data=dag.data_dir(P, "train"), vae=VAE
+        output: var=VAR, record=dag.fetch_record(P)
+        params: knobs=knobs("fetch"), tokenizer=revisions.TOKENIZER, profile=PROFILE_ARG,
+                out_dir=lambda w, output: parent_dir(output.var)
+        log: f"{LOGS}/fetch.log"
+        resources: **resources("fetch")
+        conda: ENV
+        shell: "variant fetch {params.profile:q} --out-dir {params.out_dir:q} --data {input.data:q} "
+               "--vae {input.vae:q} > {log:q} 2>&1"
+
+    TRAIN_DATA = dag.data_dir(P, "train")
+    EXTRACTOR = [dag.feature_extractor(P)]
+
+elif TINY:
 
     rule make_data:
         output: directory(dag.data_dir(P, "{split}"))

@@ -17,6 +17,8 @@ Commands (each registered by `add_parser`):
     links. Both are loaded to check them.
   - synthetic profiles: pre-trains a small VQVAE and VAR on the generated train set
     (variant.tiny.pretrain); fetch.json records their sha256, losses and codebook usage.
+    A profile with params shares_base pre-trains only its VAR, with the base profile's
+    VQVAE (`--vae`, default the base's vae.pth), which fetch.json names by sha256.
 * `variant make-data --profile tiny --split train|eval --out DIR`: the synthetic ImageFolder
   set (variant.tiny.data.make_split).
 * `variant train-extractor --profile tiny --data DIR --out artifacts/tiny/feature_extractor.pth`:
@@ -36,7 +38,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from variant.config import DEFAULT_PARAMS, load_params
+from variant import dag
+from variant.config import load_params
 from variant.models.checkpoint import build_vae, build_var, check_profile, read_state_dict, save_state_dict
 from variant.options import params_options
 from variant.util.atomic import link_or_copy, write_text
@@ -269,27 +272,52 @@ KEPT_VQVAE = ".vqvae-pretrained.pth"   # a pre-trained VQVAE kept until the VAR 
 KEPT_VAR = ".var-pretraining.pth"      # the VAR's training state, saved as it goes
 
 
-def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log) -> dict:
-    """Pre-train the tiny VQVAE and VAR on `data_dir`; write vae.pth, var.pth, fetch.json."""
+def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log, shared_vae=None) -> dict:
+    """Pre-train the tiny VQVAE and VAR on `data_dir`; write vae.pth, var.pth, fetch.json.
+    shared_vae: the base profile's vae.pth (params shares_base): only the VAR is trained,
+    and fetch.json records which VQVAE it was trained with."""
     from variant.tiny.pretrain import pretrain
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keep = out_dir / KEPT_VQVAE, out_dir / KEPT_VAR   # not outputs: Snakemake leaves them when the job is cut
-    vae, var, training = pretrain(cfg, data_dir, log, keep_vqvae=keep[0], keep_var=keep[1])
-    manifest = {"profile": cfg.get("profile"), "files": {}, "training": training}
-    for name, model in (("vae.pth", vae), ("var.pth", var)):
+    manifest = {"profile": cfg.get("profile"), "files": {}}
+    given = None
+    if shared_vae is not None:
+        given, manifest["shared"] = _shared_vqvae(cfg, Path(shared_vae))
+        log(f"fetch ({cfg.get('profile')}): the VQVAE is {shared_vae} (shares_base), sha256 "
+            f"{manifest['shared']['vae.pth']['sha256'][:16]}")
+    vae, var, manifest["training"] = pretrain(cfg, data_dir, log, keep_vqvae=keep[0], keep_var=keep[1], vae=given)
+    written = [("var.pth", var)] if given else [("vae.pth", vae), ("var.pth", var)]
+    for name, model in written:
         sha = save_state_dict(model, out_dir / name)
         manifest["files"][name] = {"sha256": sha, "size": (out_dir / name).stat().st_size,
                                    "source": "pre-trained", "recorded_at": _now()}
     data_manifest = data_dir / "manifest.json"
     if data_manifest.is_file():
         manifest["data_sha256"] = json.loads(data_manifest.read_text()).get("sha256")
-    manifest["loaded"] = load_and_check(out_dir / "var.pth", out_dir / "vae.pth", cfg)
+    manifest["loaded"] = load_and_check(out_dir / "var.pth", shared_vae or out_dir / "vae.pth", cfg)
     write_manifest(out_dir, manifest)
     for f in keep:
         f.unlink(missing_ok=True)
-    log(f"fetch ({cfg.get('profile')}): wrote {out_dir / 'vae.pth'}, {out_dir / 'var.pth'}, {out_dir / MANIFEST}")
+    log(f"fetch ({cfg.get('profile')}): wrote {', '.join(str(out_dir / n) for n, _ in written)}, {out_dir / MANIFEST}")
     return manifest
+
+
+def _shared_vqvae(cfg: dict, path: Path):
+    """(the VQVAE at `path` and its training record, fetch.json's entry for it): the base
+    profile's pre-trained VQVAE, with the record its own fetch wrote beside it."""
+    if not path.is_file():
+        raise FetchError(f"{path}: no such VQVAE (shares_base: run the fetch of profile "
+                         f"{cfg.get('shares_base')!r} first)")
+    base = read_manifest(path.parent)
+    recorded = base["files"].get(path.name, {}).get("sha256")
+    sha = sha256_cached(path)
+    if recorded and recorded != sha:
+        raise ChecksumError(f"{path}: sha256 {sha} differs from {recorded} in {path.parent / MANIFEST}: "
+                            "the base profile's VQVAE was replaced after its fetch")
+    vae = build_vae(read_state_dict(path), tuple(cfg["model"]["patch_nums"]), str(path)).eval()
+    record = base.get("training", {}).get("vae", {})
+    return (vae, record), {"vae.pth": {"path": str(path), "sha256": sha, "profile": base.get("profile")}}
 
 
 def _require_synthetic(cfg: dict, command: str):
@@ -339,6 +367,8 @@ def add_parser(sub):
     _common(p)
     p.add_argument("--out-dir", default=None, help="output directory (default artifacts/P/pretrained)")
     p.add_argument("--data", default=None, help="tiny: the generated train set (default artifacts/P/data/train)")
+    p.add_argument("--vae", default=None,
+                   help="a profile with shares_base: the base's pre-trained VQVAE (default its vae.pth)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="paper: seconds to wait for a server to answer (default 10)")
     p.add_argument("--no-progress", action="store_true", help="paper: no progress bars")
@@ -357,15 +387,19 @@ def _cfg(args) -> dict:
 
 def _main_make_data(args) -> int:
     cfg = _cfg(args)
-    make_data(cfg, args.split, args.out or f"artifacts/{cfg['profile']}/data/{args.split}")
+    make_data(cfg, args.split, args.out or dag.data_dir(cfg, args.split))
     return 0
 
 
 def _main_fetch(args) -> int:
     cfg = _cfg(args)
-    out_dir = args.out_dir or f"artifacts/{cfg['profile']}/pretrained"
+    out_dir = args.out_dir or dag.pretrained_dir(cfg)
+    if args.vae and not dag.shares_base(cfg):
+        raise FetchError(f"fetch --vae: profile {cfg['profile']!r} pre-trains its own VQVAE "
+                         "(--vae is for a profile with shares_base)")
     if cfg["data"]["source"] == "synthetic":
-        pretrain_tiny(cfg, args.data or f"artifacts/{cfg['profile']}/data/train", out_dir)
+        shared = (args.vae or dag.pretrained_vae(cfg)) if dag.shares_base(cfg) else None
+        pretrain_tiny(cfg, args.data or dag.data_dir(cfg, "train"), out_dir, shared_vae=shared)
     else:
         if args.data:
             _log("fetch: --data is only used when pre-training (tiny); ignored")
@@ -375,6 +409,5 @@ def _main_fetch(args) -> int:
 
 def _main_train_extractor(args) -> int:
     cfg = _cfg(args)
-    train_extractor(cfg, args.data or f"artifacts/{cfg['profile']}/data/train",
-                    args.out or f"artifacts/{cfg['profile']}/feature_extractor.pth")
+    train_extractor(cfg, args.data or dag.data_dir(cfg, "train"), args.out or dag.feature_extractor(cfg))
     return 0

@@ -264,20 +264,25 @@ def _vqvae_stage(cfg: dict, x: torch.Tensor, dev, seed: int, log, keep) -> tuple
     return vae, info
 
 
-def pretrain(cfg: dict, data_dir, log=print, keep_vqvae=None, keep_var=None) -> tuple[VQVAE, VAR, dict]:
+def pretrain(cfg: dict, data_dir, log=print, keep_vqvae=None, keep_var=None,
+             vae: tuple[VQVAE, dict] | None = None) -> tuple[VQVAE, VAR, dict]:
     """Pre-train the VQVAE, then the VAR, on the ImageFolder set `data_dir`; both models on
     the CPU and {"vae": ..., "var": ...} of their training records. keep_vqvae: a file
     that holds the trained VQVAE until the VAR is done too (see _vqvae_stage); keep_var:
-    one that holds the VAR's training state as it goes (see train_var)."""
+    one that holds the VAR's training state as it goes (see train_var). vae: a VQVAE
+    pre-trained already and its record (params shares_base): only the VAR is trained."""
     images, labels = load_images(data_dir, cfg["data"]["image_size"])
     x = to_float(images)
     seed = int(cfg["fetch"].get("seed", cfg["data"]["seed"]))
     log(f"fetch ({cfg.get('profile')}): pre-training on {len(x)} images of {data_dir}")
     with training_device(cfg) as dev:
-        vae, vae_info = _vqvae_stage(cfg, x, dev, seed, log, keep_vqvae)
-        cb = vae_info["codebook"]
-        log(f"  vqvae: rec loss {vae_info['rec_loss_first']:.4f} -> {vae_info['rec_loss_final']:.4f}, "
-            f"codebook {cb['used']}/{cb['vocab_size']} used, {vae_info['seconds']} s")
+        if vae is None:
+            vae, vae_info = _vqvae_stage(cfg, x, dev, seed, log, keep_vqvae)
+            cb = vae_info["codebook"]
+            log(f"  vqvae: rec loss {vae_info['rec_loss_first']:.4f} -> {vae_info['rec_loss_final']:.4f}, "
+                f"codebook {cb['used']}/{cb['vocab_size']} used, {vae_info['seconds']} s")
+        else:
+            vae, vae_info = vae
         var, var_info = train_var(cfg, vae, x, labels, dev, seed, log, keep_var)
     log(f"  var: loss {var_info['loss_first']:.4f} -> {var_info['loss_final']:.4f}, {var_info['seconds']} s")
     return vae, var, {"vae": vae_info, "var": var_info}
