@@ -255,6 +255,18 @@ def test_tiny_pretraining_learns_and_writes_loadable_files(tiny_cfg, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["fetch.json", "vae.pth", "var.pth"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU kernels' determinism")
+def test_gpu_pretraining_writes_the_same_weights_twice(tiny_cfg, tmp_path):
+    """On a GPU the pre-training runs deterministic kernels: a rebuild of a lost base on the
+    same GPU model writes the same files, so rows of several device sessions share it."""
+    data = tmp_path / "data" / "train"
+    fetch.make_data(tiny_cfg, "train", data)
+    cfg = {**tiny_cfg, "device": "cuda"}
+    runs = [fetch.pretrain_tiny(cfg, data, tmp_path / f"run{i}")["files"] for i in range(2)]
+    assert {n: f["sha256"] for n, f in runs[0].items()} == {n: f["sha256"] for n, f in runs[1].items()}
+    assert not torch.are_deterministic_algorithms_enabled()   # the settings do not leak out
+
+
 def test_a_fetch_cut_after_its_vqvae_resumes_at_the_var_with_the_same_result(tiny_cfg, tmp_path, monkeypatch):
     """The VQVAE is kept beside the outputs until the VAR is done: a fetch stopped in the
     VAR (a device call's time limit) trains only the VAR when it runs again, and writes the

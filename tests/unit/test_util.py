@@ -4,7 +4,7 @@ import hashlib
 import pytest
 import torch
 
-from variant.util.devices import resolve_device
+from variant.util.devices import deterministic_kernels, resolve_device
 from variant.util.files import require_file
 from variant.util.hashing import sha256_file, sha256_files
 
@@ -35,6 +35,16 @@ def test_resolve_device_prefers_the_option_then_the_profile():
         with pytest.raises(ValueError, match="--device: 'cuda:0'"):
             resolve_device("cuda:0", {"device": "cpu"})
         assert resolve_device(None) == torch.device("cpu")
+
+
+def test_deterministic_kernels_hold_inside_the_block_and_the_old_settings_come_back():
+    cudnn = torch.backends.cudnn
+    before = torch.are_deterministic_algorithms_enabled(), cudnn.deterministic, cudnn.benchmark
+    with pytest.raises(KeyError):   # restored on the way out of an error too
+        with deterministic_kernels():
+            assert torch.are_deterministic_algorithms_enabled() and cudnn.deterministic and not cudnn.benchmark
+            raise KeyError("boom")
+    assert (torch.are_deterministic_algorithms_enabled(), cudnn.deterministic, cudnn.benchmark) == before
 
 
 def test_require_file_names_the_file_and_what_it_is_for(tmp_path):

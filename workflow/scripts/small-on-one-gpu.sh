@@ -3,6 +3,7 @@
 # Figure 2a, every quality row and the verdict on each of the paper's claims.
 #   [PROFILE=small|small_hard] workflow/scripts/small-on-one-gpu.sh [SECONDS]
 #   PROFILE=small_hard_d24 TARGETS=table1 workflow/scripts/small-on-one-gpu.sh [SECONDS]
+#   PROFILE=small_hard RUNS="fixed_p1_d6 skipall_d6" workflow/scripts/small-on-one-gpu.sh [SECONDS]
 # SECONDS > 0 stops Snakemake after that long (a run of the same command resumes it).
 # JOBS jobs share the GPU. small: by default as many as it holds trainings, GIB_PER_JOB
 # each (~18 GiB at batch 250, so 4 on an 80 GB H100, 7 on an H200). small_hard and its
@@ -13,7 +14,13 @@ set -euo pipefail
 limit=${1:-0}
 profile=${PROFILE:-small}
 R=results/$profile
-if [ "${TARGETS:-all}" = table1 ]; then   # findings.md would ask for every row of the profile
+if [ -n "${RUNS:-}" ]; then   # RUNS="progressive_d6 fixed_p1_d6_s1": those trainings' rows, snapshots' too
+    findings=
+    mapfile -t targets < <(python3 -c "
+from variant import dag; from variant.config import load_params
+P, runs = load_params('params.yaml', '$profile'), '$RUNS'.split()
+print(*(dag.metric_row(P, r, c) for r, cs in dag.runs_and_configs(P).items() if r.split('@')[0] in runs for c in cs), sep='\n')")
+elif [ "${TARGETS:-all}" = table1 ]; then   # findings.md would ask for every row of the profile
     findings=$R/findings_table1.md
     targets=("$R/tables/table1.csv" "$findings")
 else
@@ -31,12 +38,34 @@ else
     one_training=(--resources train_slot=1 --set-resources train:train_slot=1)
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}   # JOBS processes share the node's cores
-cmd=(python3 -m snakemake "${targets[@]}" -c "$jobs" --keep-going --rerun-incomplete
-     "${one_training[@]}" --config "profile=$profile")
-rc=0
-if [ "$limit" -gt 0 ]; then timeout --signal=INT "$limit" "${cmd[@]}" || rc=$?; else "${cmd[@]}" || rc=$?; fi
-if [ "$rc" -ne 0 ]; then
-    echo "$profile: the DAG has not finished (snakemake exit $rc): run this again to resume, or see its errors above" >&2
-    exit 3
+end=$(( SECONDS + limit ))
+dag() {   # snakemake on the targets given, within what is left of the limit; exits 3 if unfinished
+    local rc=0 cmd=(python3 -m snakemake "$@" -c "$jobs" --keep-going --rerun-incomplete
+                    "${one_training[@]}" --config "profile=$profile")
+    if [ "$limit" -gt 0 ]; then
+        if [ "$end" -gt "$SECONDS" ]; then timeout --signal=INT $(( end - SECONDS )) "${cmd[@]}" || rc=$?; else rc=124; fi
+    else "${cmd[@]}" || rc=$?; fi
+    if [ "$rc" -ne 0 ]; then
+        echo "$profile: the DAG has not finished (snakemake exit $rc): run this again to resume, or see its errors above" >&2
+        exit 3
+    fi
+}
+# The committed rows were made on the base recorded in $R/fetch.json. A base lost with its
+# machine is pre-trained again (deterministic kernels: the same bytes on the same GPU
+# model); the DAG goes on only if the rebuild is that base.
+made=$(python3 -c "from variant import dag; from variant.config import load_params as p; print(dag.fetch_record(p('params.yaml', '$profile')))")
+dag "$made"
+if [ ! -f "$R/fetch.json" ]; then
+    mkdir -p "$R" && cp "$made" "$R/fetch.json"
+elif ! python3 - "$R/fetch.json" "$made" <<'EOF'
+import json, sys
+files = [{n: f["sha256"] for n, f in json.load(open(p))["files"].items()} for p in sys.argv[1:]]
+sys.exit(files[0] != files[1])
+EOF
+then
+    echo "$profile: the pre-trained base in $made is not the one the committed rows were made on" \
+         "($R/fetch.json): compare the two files' sha256; retire the rows (and that file) to start anew" >&2
+    exit 4
 fi
-cat "$findings"
+dag "${targets[@]}"
+[ -z "$findings" ] || cat "$findings"

@@ -235,7 +235,7 @@ class MultiScaleQuantizer(nn.Module):
 
     def upsampled_by_matmul(self, idx_Bl: torch.Tensor, k: int, size: int) -> torch.Tensor:
         """upsampled(), with the bicubic step as a matmul: equal to float rounding, much
-        faster on a GPU (training's input and the lean sampler use it; tokenisation keeps
+        faster on a GPU (training's input, VQVAE pre-training and the lean sampler use it; tokenisation keeps
         the reference's kernel)."""
         pn = self.patch_nums[k]
         h = self.embedding(idx_Bl).transpose(1, 2)                    # (B, C, pn^2)
@@ -285,7 +285,9 @@ class MultiScaleQuantizer(nn.Module):
                 idx = self.nearest(z.permute(0, 2, 3, 1).reshape(-1, C)).view(B, pn * pn)
                 hits = idx.flatten().bincount(minlength=self.vocab_size).float()
                 self.ema_vocab_hit_SV[k].mul_(hit_momentum).add_(hits, alpha=1 - hit_momentum)
-            h = self.upsampled(idx, k, H)
+            # the matmul upsampling: torch's bicubic backward adds with atomics from one thread
+            # per output pixel, so it is slow on a GPU and its gradients vary run to run
+            h = self.upsampled_by_matmul(idx, k, H)
             f_hat = f_hat + h
             f_rest = f_rest - h.detach()
             vq_loss = vq_loss + F.mse_loss(f_hat, f_sg) + beta * F.mse_loss(f_hat.detach(), f)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import shutil
 import signal
 import sys
@@ -43,6 +42,7 @@ from variant.training.schedule import draw_subnet, epoch_order, run_bridge, run_
 from variant.training.state import load_state, restore, save_state
 from variant.training.step import StepRunner, compile_blocks, enable_activation_checkpointing, make_optimizer
 from variant.util.atomic import link_or_copy, temporaries
+from variant.util.devices import deterministic_kernels
 from variant.util.hashing import sha256_cached
 
 LOG_COLUMNS = ["run", "step", "epoch", "subnet_prob", "used_subnet", "loss", "loss_full",
@@ -317,56 +317,54 @@ def train(params: TrainParams, run_name: str, paths: TrainPaths, options: TrainO
         raise ValueError(f"--micro-batch: {options.micro_batch} is not a positive number of samples per "
                          "process (leave it out for global batch / processes)")
     info = init_distributed(options.device or params.device)
-    if options.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    say = echo if info.main else (lambda *a, **k: None)
+    with deterministic_kernels() if options.deterministic else contextlib.nullcontext():
+        say = echo if info.main else (lambda *a, **k: None)
 
-    ds, vae_sha = open_tokens(paths, params)
-    model, quant = build_models(paths, params, options, ds, info.device)
-    subnet = Subnet(model.depth, run.subnet_depth, run_bridge(run, params.bridge), model.num_scales)
-    plan = plan_steps(ds, params.batch_size, info, options, phases, paths.tokens, params.micro_batch)
-    bad = [e for e in options.snapshot_epochs if not 1 <= e <= plan.epochs]
-    if bad:
-        raise ValueError(f"{run_name}: snapshot epoch {bad[0]} is outside 1..{plan.epochs}")
-    if paths.snapshot_dir is not None:
-        Path(paths.snapshot_dir).mkdir(parents=True, exist_ok=True)   # the rule's output, even with none kept
+        ds, vae_sha = open_tokens(paths, params)
+        model, quant = build_models(paths, params, options, ds, info.device)
+        subnet = Subnet(model.depth, run.subnet_depth, run_bridge(run, params.bridge), model.num_scales)
+        plan = plan_steps(ds, params.batch_size, info, options, phases, paths.tokens, params.micro_batch)
+        bad = [e for e in options.snapshot_epochs if not 1 <= e <= plan.epochs]
+        if bad:
+            raise ValueError(f"{run_name}: snapshot epoch {bad[0]} is outside 1..{plan.epochs}")
+        if paths.snapshot_dir is not None:
+            Path(paths.snapshot_dir).mkdir(parents=True, exist_ok=True)   # the rule's output, even with none kept
 
-    o = params.optimizer
-    opt = make_optimizer(model, o.lr, o.betas, o.weight_decay, info.device)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=params.precision == "fp16")
-    runner = StepRunner(model, quant, opt, scaler, info, params.precision, o.grad_clip, plan.micro, plan.accum,
-                        params.seed, params.mixup_alpha)
-    ident = {"run": run_name, "config_hash": params.config_hash, "global_batch": params.batch_size,
-             "phases": list(phases), "steps_per_epoch": plan.steps_per_epoch, "flips": options.flips,
-             "tokens_count": len(ds), "init_sha256": sha256_cached(paths.init), "vae_sha256": vae_sha}
-    live = LiveLog(paths.dvclive_dir) if paths.dvclive_dir is not None and info.main else None
-    session = Session(run, params, paths, options, info, ds, model, opt, scaler, runner, subnet, phases, plan,
-                      ident, say)
-    session.sweep_partial_states()
-    if options.resume:
-        session.resume()
-    if live is not None:
-        live.replay(session.rows)
-        session.live = live
-    session.prov = provenance({"profile": params.profile, "config_hash": params.config_hash}, params.seed,
-                              info.device)
-    say(f"{run_name}: {plan.epochs} epochs (phases {'/'.join(map(str, phases))}) x {plan.steps_per_epoch} "
-        f"steps of {params.batch_size} = {plan.total} steps; {info.world} process(es) x micro-batch "
-        f"{plan.micro} x accumulation {plan.accum}; subnet d={run.subnet_depth} N={subnet.bridge}; "
-        f"drop-path {model.drop_path_rate:g}; {params.precision} on {info.device}")
-    stopped = session.loop(stop_flag)
-    result = {"finished": not stopped, "step": session.step, "total": plan.total, "sha256": None}
-    if not stopped:
-        result["sha256"] = session.publish()
-    else:
-        say(f"stopped at step {session.step}/{plan.total}; state in {paths.state}; run again to resume")
-    if live is not None:
-        live.close()
-    model.cond_drop_rate = runner.drop_rate
-    if info.owns_group:
-        dist.destroy_process_group()
-    return result
+        o = params.optimizer
+        opt = make_optimizer(model, o.lr, o.betas, o.weight_decay, info.device)
+        scaler = torch.amp.GradScaler(info.device.type, enabled=params.precision == "fp16")
+        runner = StepRunner(model, quant, opt, scaler, info, params.precision, o.grad_clip, plan.micro, plan.accum,
+                            params.seed, params.mixup_alpha)
+        ident = {"run": run_name, "config_hash": params.config_hash, "global_batch": params.batch_size,
+                 "phases": list(phases), "steps_per_epoch": plan.steps_per_epoch, "flips": options.flips,
+                 "tokens_count": len(ds), "init_sha256": sha256_cached(paths.init), "vae_sha256": vae_sha}
+        live = LiveLog(paths.dvclive_dir) if paths.dvclive_dir is not None and info.main else None
+        session = Session(run, params, paths, options, info, ds, model, opt, scaler, runner, subnet, phases, plan,
+                          ident, say)
+        session.sweep_partial_states()
+        if options.resume:
+            session.resume()
+        if live is not None:
+            live.replay(session.rows)
+            session.live = live
+        session.prov = provenance({"profile": params.profile, "config_hash": params.config_hash}, params.seed,
+                                  info.device)
+        say(f"{run_name}: {plan.epochs} epochs (phases {'/'.join(map(str, phases))}) x {plan.steps_per_epoch} "
+            f"steps of {params.batch_size} = {plan.total} steps; {info.world} process(es) x micro-batch "
+            f"{plan.micro} x accumulation {plan.accum}; subnet d={run.subnet_depth} N={subnet.bridge}; "
+            f"drop-path {model.drop_path_rate:g}; {params.precision} on {info.device}")
+        stopped = session.loop(stop_flag)
+        result = {"finished": not stopped, "step": session.step, "total": plan.total, "sha256": None}
+        if not stopped:
+            result["sha256"] = session.publish()
+        else:
+            say(f"stopped at step {session.step}/{plan.total}; state in {paths.state}; run again to resume")
+        if live is not None:
+            live.close()
+        model.cond_drop_rate = runner.drop_rate
+        if info.owns_group:
+            dist.destroy_process_group()
+        return result
 
 
 # ---------------------------------------------------------------------------------------

@@ -19,16 +19,22 @@ from variant.models import VAR, VQVAE
 from variant.sampling.precision import tf32
 from variant.training.state import rng_states, set_rng_states
 from variant.util.atomic import torch_save
-from variant.util.devices import resolve_device
+from variant.util.devices import deterministic_kernels, resolve_device
 from variant.util.images import load_images, to_float
+from variant.util.provenance import device_name
 
 
 @contextlib.contextmanager
 def training_device(cfg: dict):
-    """The profile's device for the block; on a GPU with TF32 convolutions and matmuls,
-    ample for these small models and about 3x faster."""
+    """The profile's device for the block; on a GPU with TF32 convolutions and matmuls
+    (ample for these small models and about 3x faster) and deterministic kernels, so that
+    a rebuild on the same GPU model writes the same weights and rows of several device
+    sessions can share one base."""
     dev = resolve_device(None, cfg)
-    with tf32(True) if dev.type == "cuda" else contextlib.nullcontext():
+    if dev.type != "cuda":
+        yield dev
+        return
+    with tf32(True), deterministic_kernels():
         yield dev
 
 
@@ -284,5 +290,6 @@ def pretrain(cfg: dict, data_dir, log=print, keep_vqvae=None, keep_var=None,
         else:
             vae, vae_info = vae
         var, var_info = train_var(cfg, vae, x, labels, dev, seed, log, keep_var)
+        made_on = {"device": device_name(dev), "torch_version": torch.__version__}
     log(f"  var: loss {var_info['loss_first']:.4f} -> {var_info['loss_final']:.4f}, {var_info['seconds']} s")
-    return vae, var, {"vae": vae_info, "var": var_info}
+    return vae, var, {"vae": vae_info, "var": var_info | made_on}
