@@ -27,6 +27,8 @@ COMMANDS = {
     "cost": Command("costmodel", "analytic KV cache, parameters and FLOPs of sampling"),
     "make-data": Command("stages.fetch", "generate the tiny profile's synthetic train/eval images"),
     "fetch": Command("stages.fetch", "download the released VAR/VQVAE (paper) or pre-train tiny ones"),
+    "check-base": Command("stages.fetch", "synthetic profiles: is the pre-trained base the one the committed "
+                                          "rows were made on (results/P/fetch.json)?"),
     "train-extractor": Command("stages.fetch", "train the tiny profile's FID feature network"),
     "tokenize": Command("stages.tokenize", "tokenise the training set once (token shards + index.json)"),
     "train": Command("stages.train", "progressive supernet training (Algorithm 1) and baselines"),

@@ -23,6 +23,7 @@ SAMPLE_KEYS = ["sample.per_class", "sample.cfg", "sample.top_k", "sample.top_p",
 STAGE_PARAMS: dict[str, list[str]] = {
     "make-data": ["data"],
     "fetch": ["data", "model", "fetch"],
+    "check-base": ["data.source"],
     "train-extractor": ["data.seed", "evaluate.extractor", "fetch.feature_extractor"],
     "tokenize": ["data.image_size", "data.seed", "model.patch_nums", "train.augment", "train.phases"],
     "train": ["train.optimizer", "train.batch_size", "train.micro_batch", "train.precision", "train.compile", "train.drop_path",
@@ -332,6 +333,11 @@ def pretrained_vae(P: dict) -> str:
 def fetch_record(P: dict) -> str:
     """fetch.json: what the fetch job downloaded or pre-trained, with sha256."""
     return f"{pretrained_dir(P)}/fetch.json"
+
+
+def base_record(P: dict) -> str:
+    """The committed copy of a synthetic profile's fetch.json: the base its rows were made on."""
+    return f"{results_dir(P)}/fetch.json"
 
 
 def reference_batch(P: dict) -> str:

@@ -17,6 +17,7 @@ import torch
 from huggingface_hub import constants as hf_constants
 
 from conftest import cli_main, small_vae, small_var
+from variant import dag
 from variant.stages import fetch
 from variant.models.checkpoint import build_vae, build_var, load_models, read_state_dict, save_state_dict
 from variant.util.hashing import sha256_file
@@ -435,3 +436,39 @@ def test_cli_fetch_names_a_missing_data_directory(tmp_path):
     r = variant("fetch", "--profile", "tiny", "--data", str(tmp_path / "none"), "--out-dir", str(tmp_path / "p"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"image directory not found: {tmp_path / 'none'}" in r.stderr
+
+
+def _fetch_json(P: dict, files: dict, shared: dict | None = None):
+    path = Path(dag.fetch_record(P))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"profile": P["profile"], "files": {n: {"sha256": s} for n, s in files.items()}}
+    if shared:
+        doc["shared"] = {n: {"sha256": s, "profile": dag.shares_base(P)} for n, s in shared.items()}
+    path.write_text(json.dumps(doc))
+
+
+def test_check_base_records_the_first_base_then_refuses_another(tmp_path, monkeypatch):
+    """A rebuilt base must be the one the committed rows were made on (results/P/fetch.json),
+    and a depth arm's shared VQVAE the one its base profile recorded."""
+    monkeypatch.chdir(tmp_path)
+    P = {"profile": "small_hard", "data": {"source": "synthetic"}}
+    arm = {"profile": "small_hard_d24", "shares_base": "small_hard", "data": {"source": "synthetic"}}
+    with pytest.raises(fetch.FetchError, match="no pre-trained base recorded"):
+        fetch.check_base(P)
+    _fetch_json(P, {"vae.pth": "a" * 64, "var.pth": "b" * 64})
+    lines = []
+    fetch.check_base(P, log=lines.append)
+    assert "records this base" in lines[0] and Path(dag.base_record(P)).read_text() == Path(dag.fetch_record(P)).read_text()
+    fetch.check_base(P, log=lines.append)   # the same bytes again: rows go on
+    _fetch_json(P, {"vae.pth": "a" * 64, "var.pth": "c" * 64})   # a rebuild on another GPU model, say
+    with pytest.raises(fetch.ChecksumError, match=r"not the one the committed rows were made on \(results/small_hard/fetch\.json\)"):
+        fetch.check_base(P)
+    _fetch_json(arm, {"var.pth": "d" * 64}, shared={"vae.pth": "e" * 64})   # not small_hard's recorded VQVAE
+    with pytest.raises(fetch.ChecksumError, match=r"\(results/small_hard/fetch\.json\)"):
+        fetch.check_base(arm)
+    assert not Path(dag.base_record(arm)).exists()
+    _fetch_json(arm, {"var.pth": "d" * 64}, shared={"vae.pth": "a" * 64})
+    fetch.check_base(arm, log=lines.append)
+    assert Path(dag.base_record(arm)).is_file()
+    with pytest.raises(fetch.FetchError, match="check-base"):
+        fetch.check_base({"profile": "paper", "data": {"source": "imagefolder"}})

@@ -50,22 +50,10 @@ dag() {   # snakemake on the targets given, within what is left of the limit; ex
         exit 3
     fi
 }
-# The committed rows were made on the base recorded in $R/fetch.json. A base lost with its
-# machine is pre-trained again (deterministic kernels: the same bytes on the same GPU
-# model); the DAG goes on only if the rebuild is that base.
-made=$(python3 -c "from variant import dag; from variant.config import load_params as p; print(dag.fetch_record(p('params.yaml', '$profile')))")
-dag "$made"
-if [ ! -f "$R/fetch.json" ]; then
-    mkdir -p "$R" && cp "$made" "$R/fetch.json"
-elif ! python3 - "$R/fetch.json" "$made" <<'EOF'
-import json, sys
-files = [{n: f["sha256"] for n, f in json.load(open(p))["files"].items()} for p in sys.argv[1:]]
-sys.exit(files[0] != files[1])
-EOF
-then
-    echo "$profile: the pre-trained base in $made is not the one the committed rows were made on" \
-         "($R/fetch.json): compare the two files' sha256; retire the rows (and that file) to start anew" >&2
-    exit 4
-fi
+# The committed rows were made on the base recorded in results/<profile>/fetch.json; a
+# base lost with its machine is pre-trained again, and the DAG goes on only on the same
+# bytes (variant check-base says which record differs).
+dag "$(python3 -c "from variant import dag; from variant.config import load_params as p; print(dag.fetch_record(p('params.yaml', '$profile')))")"
+variant check-base --profile "$profile" >&2 || exit 4
 dag "${targets[@]}"
 [ -z "$findings" ] || cat "$findings"

@@ -303,6 +303,40 @@ def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log, shared_vae=None) -> di
     return manifest
 
 
+def base_shas(manifest: dict) -> dict[str, str]:
+    """{file: sha256} of a fetch.json: what it pre-trained and the VQVAE it shares."""
+    return {n: f["sha256"] for n, f in {**manifest["files"], **manifest.get("shared", {})}.items()}
+
+
+def check_base(cfg: dict, log=_log) -> None:
+    """The pre-trained base in artifacts/ against the one the committed rows were made on
+    (dag.base_record; a depth arm also against its base profile's record of the VQVAE it
+    shares). A base is lost with its machine and pre-trained again, deterministic on the
+    same GPU model: rows go on only on the same bytes. Without a record yet, this base
+    becomes the record."""
+    _require_synthetic(cfg, "check-base")
+    made, record = Path(dag.fetch_record(cfg)), Path(dag.base_record(cfg))
+    m = read_manifest(made.parent)
+    if not m.get("files"):
+        raise FetchError(f"{made}: no pre-trained base recorded (run `variant fetch --profile {cfg['profile']}`)")
+    wrong = [record] if record.is_file() and base_shas(json.loads(record.read_text())) != base_shas(m) else []
+    if dag.shares_base(cfg):
+        base = Path(dag.base_record({"profile": dag.shares_base(cfg)}))
+        if base.is_file() and json.loads(base.read_text())["files"]["vae.pth"]["sha256"] != \
+                m["shared"]["vae.pth"]["sha256"]:
+            wrong.append(base)
+    if wrong:
+        raise ChecksumError(f"{made}: this pre-trained base is not the one the committed rows were made on "
+                            f"({', '.join(map(str, wrong))}): compare their sha256 (another GPU model or code); "
+                            "retire those rows and the record to start anew")
+    if not record.is_file():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        write_text(record, made.read_text())
+        log(f"check-base: {record} records this base ({', '.join(f'{n} {s[:12]}' for n, s in base_shas(m).items())})")
+    else:
+        log(f"check-base: {made} is the base of {record}")
+
+
 def _shared_vqvae(cfg: dict, path: Path):
     """(the VQVAE at `path` and its training record, fetch.json's entry for it): the base
     profile's pre-trained VQVAE, with the record its own fetch wrote beside it."""
@@ -373,6 +407,11 @@ def add_parser(sub):
                    help="paper: seconds to wait for a server to answer (default 10)")
     p.add_argument("--no-progress", action="store_true", help="paper: no progress bars")
     p.set_defaults(func=_main_fetch)
+
+    p = sub.add_parser("check-base", help="synthetic profiles: is the pre-trained base the one the committed "
+                                          "rows were made on (results/P/fetch.json)?")
+    _common(p)
+    p.set_defaults(func=lambda args: check_base(_cfg(args)) or 0)
 
     p = sub.add_parser("train-extractor", help="train the tiny profile's FID feature network")
     _common(p)
