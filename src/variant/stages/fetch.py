@@ -303,7 +303,7 @@ def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log, shared_vae=None) -> di
     return manifest
 
 
-def base_shas(manifest: dict) -> dict[str, str]:
+def _base_shas(manifest: dict) -> dict[str, str]:
     """{file: sha256} of a fetch.json: what it pre-trained and the VQVAE it shares."""
     return {n: f["sha256"] for n, f in {**manifest["files"], **manifest.get("shared", {})}.items()}
 
@@ -317,24 +317,23 @@ def check_base(cfg: dict, log=_log) -> None:
     _require_synthetic(cfg, "check-base")
     made, record = Path(dag.fetch_record(cfg)), Path(dag.base_record(cfg))
     m = read_manifest(made.parent)
-    if not m.get("files"):
+    if not m["files"]:
         raise FetchError(f"{made}: no pre-trained base recorded (run `variant fetch --profile {cfg['profile']}`)")
-    wrong = [record] if record.is_file() and base_shas(json.loads(record.read_text())) != base_shas(m) else []
+    wrong = [record] if record.is_file() and _base_shas(read_manifest(record.parent)) != _base_shas(m) else []
     if dag.shares_base(cfg):
         base = Path(dag.base_record({"profile": dag.shares_base(cfg)}))
-        if base.is_file() and json.loads(base.read_text())["files"]["vae.pth"]["sha256"] != \
-                m["shared"]["vae.pth"]["sha256"]:
+        if base.is_file() and _base_shas(read_manifest(base.parent))["vae.pth"] != m["shared"]["vae.pth"]["sha256"]:
             wrong.append(base)
     if wrong:
         raise ChecksumError(f"{made}: this pre-trained base is not the one the committed rows were made on "
                             f"({', '.join(map(str, wrong))}): compare their sha256 (another GPU model or code); "
                             "retire those rows and the record to start anew")
-    if not record.is_file():
-        record.parent.mkdir(parents=True, exist_ok=True)
-        write_text(record, made.read_text())
-        log(f"check-base: {record} records this base ({', '.join(f'{n} {s[:12]}' for n, s in base_shas(m).items())})")
-    else:
+    if record.is_file():
         log(f"check-base: {made} is the base of {record}")
+        return
+    record.parent.mkdir(parents=True, exist_ok=True)
+    write_text(record, made.read_text())
+    log(f"check-base: {record} records this base ({', '.join(f'{n} {s[:12]}' for n, s in _base_shas(m).items())})")
 
 
 def _shared_vqvae(cfg: dict, path: Path):
