@@ -448,18 +448,29 @@ def _fetch_json(P: dict, files: dict, shared: dict | None = None):
 
 
 def test_check_base_records_the_first_base_then_refuses_another(tmp_path, monkeypatch):
-    """A rebuilt base must be the one the committed rows were made on (results/P/fetch.json),
-    and a depth arm's shared VQVAE the one its base profile recorded."""
+    """A rebuilt base (VQVAE, VAR, feature extractor) must be the one the committed rows were
+    made on (results/P/fetch.json), and a depth arm's shared VQVAE and extractor the ones its
+    base profile recorded."""
     monkeypatch.chdir(tmp_path)
     P = {"profile": "small_hard", "data": {"source": "synthetic"}}
     arm = {"profile": "small_hard_d24", "shares_base": "small_hard", "data": {"source": "synthetic"}}
     with pytest.raises(fetch.FetchError, match="no pre-trained base recorded"):
         fetch.check_base(P)
     _fetch_json(P, {"vae.pth": "a" * 64, "var.pth": "b" * 64})
+    extractor = Path(dag.feature_extractor(P))
+    with pytest.raises(fetch.FetchError, match=f"{extractor}: no feature extractor"):
+        fetch.check_base(P)
+    extractor.write_bytes(b"extractor weights")
     lines = []
     fetch.check_base(P, log=lines.append)
-    assert "records this base" in lines[0] and Path(dag.base_record(P)).read_text() == Path(dag.fetch_record(P)).read_text()
+    record = json.loads(Path(dag.base_record(P)).read_text())
+    assert "records this base" in lines[0] and record["files"]["var.pth"]["sha256"] == "b" * 64
+    assert record["extractor"]["feature_extractor.pth"]["sha256"] == hashlib.sha256(b"extractor weights").hexdigest()
     fetch.check_base(P, log=lines.append)   # the same bytes again: rows go on
+    extractor.write_bytes(b"an extractor trained elsewhere")
+    with pytest.raises(fetch.ChecksumError, match=r"not the one the committed rows were made on \(results/small_hard/fetch\.json\)"):
+        fetch.check_base(P)
+    extractor.write_bytes(b"extractor weights")
     _fetch_json(P, {"vae.pth": "a" * 64, "var.pth": "c" * 64})   # a rebuild on another GPU model, say
     with pytest.raises(fetch.ChecksumError, match=r"not the one the committed rows were made on \(results/small_hard/fetch\.json\)"):
         fetch.check_base(P)

@@ -50,10 +50,13 @@ dag() {   # snakemake on the targets given, within what is left of the limit; ex
         exit 3
     fi
 }
-# The committed rows were made on the base recorded in results/<profile>/fetch.json; a
-# base lost with its machine is pre-trained again, and the DAG goes on only on the same
-# bytes (variant check-base says which record differs).
-dag "$(python3 -c "from variant import dag; from variant.config import load_params as p; print(dag.fetch_record(p('params.yaml', '$profile')))")"
+# The committed rows were made on the base recorded in results/<profile>/fetch.json (the
+# pre-trained VQVAE and VAR, the feature extractor); a base lost with its machine is
+# restored from a copy or pre-trained again, and the DAG goes on only on the same bytes
+# (variant check-base says which record differs).
+read -ra base < <(python3 -c "from variant import dag; from variant.config import load_params
+P = load_params('params.yaml', '$profile'); print(dag.fetch_record(P), dag.feature_extractor(P))")
+dag "${base[@]}"
 variant check-base --profile "$profile" >&2 || exit 4
 dag "${targets[@]}"
 [ -z "$findings" ] || cat "$findings"

@@ -304,25 +304,33 @@ def pretrain_tiny(cfg: dict, data_dir, out_dir, log=_log, shared_vae=None) -> di
 
 
 def _base_shas(manifest: dict) -> dict[str, str]:
-    """{file: sha256} of a fetch.json: what it pre-trained and the VQVAE it shares."""
-    return {n: f["sha256"] for n, f in {**manifest["files"], **manifest.get("shared", {})}.items()}
+    """{file: sha256} of a base record: what the fetch pre-trained, the VQVAE it shares and
+    the feature extractor its FIDs are measured with."""
+    parts = {**manifest["files"], **manifest.get("shared", {}), **manifest.get("extractor", {})}
+    return {n: f["sha256"] for n, f in parts.items()}
 
 
 def check_base(cfg: dict, log=_log) -> None:
-    """The pre-trained base in artifacts/ against the one the committed rows were made on
-    (dag.base_record; a depth arm also against its base profile's record of the VQVAE it
-    shares). A base is lost with its machine and pre-trained again, deterministic on the
-    same GPU model: rows go on only on the same bytes. Without a record yet, this base
-    becomes the record."""
+    """The pre-trained base in artifacts/ (VQVAE, VAR, feature extractor) against the one the
+    committed rows were made on (dag.base_record; a depth arm also against its base
+    profile's record of the VQVAE it shares). A base lost with its machine is restored
+    from a copy or pre-trained again (deterministic on the same GPU model): rows go on
+    only on the same bytes. Without a record yet, this base becomes the record: its
+    fetch.json with the extractor's sha256 added."""
     _require_synthetic(cfg, "check-base")
     made, record = Path(dag.fetch_record(cfg)), Path(dag.base_record(cfg))
     m = read_manifest(made.parent)
     if not m["files"]:
         raise FetchError(f"{made}: no pre-trained base recorded (run `variant fetch --profile {cfg['profile']}`)")
+    extractor = Path(dag.feature_extractor(cfg))
+    if not extractor.is_file():
+        raise FetchError(f"{extractor}: no feature extractor (run `variant train-extractor --profile {cfg['profile']}`)")
+    m["extractor"] = {extractor.name: {"sha256": sha256_cached(extractor), "path": str(extractor)}}
     wrong = [record] if record.is_file() and _base_shas(read_manifest(record.parent)) != _base_shas(m) else []
     if dag.shares_base(cfg):
         base = Path(dag.base_record({"profile": dag.shares_base(cfg)}))
-        if base.is_file() and _base_shas(read_manifest(base.parent))["vae.pth"] != m["shared"]["vae.pth"]["sha256"]:
+        shared = {"vae.pth": m["shared"]["vae.pth"]["sha256"], extractor.name: m["extractor"][extractor.name]["sha256"]}
+        if base.is_file() and any(_base_shas(read_manifest(base.parent)).get(n) != s for n, s in shared.items()):
             wrong.append(base)
     if wrong:
         raise ChecksumError(f"{made}: this pre-trained base is not the one the committed rows were made on "
@@ -332,7 +340,7 @@ def check_base(cfg: dict, log=_log) -> None:
         log(f"check-base: {made} is the base of {record}")
         return
     record.parent.mkdir(parents=True, exist_ok=True)
-    write_text(record, made.read_text())
+    write_text(record, json.dumps(m, indent=2) + "\n")
     log(f"check-base: {record} records this base ({', '.join(f'{n} {s[:12]}' for n, s in _base_shas(m).items())})")
 
 
