@@ -313,10 +313,10 @@ def _base_shas(manifest: dict) -> dict[str, str]:
 def check_base(cfg: dict, log=_log) -> None:
     """The pre-trained base in artifacts/ (VQVAE, VAR, feature extractor) against the one the
     committed rows were made on (dag.base_record; a depth arm also against its base
-    profile's record of the VQVAE it shares). A base lost with its machine is restored
-    from a copy or pre-trained again (deterministic on the same GPU model): rows go on
-    only on the same bytes. Without a record yet, this base becomes the record: its
-    fetch.json with the extractor's sha256 added."""
+    profile's record of the VQVAE and extractor it shares). A base lost with its machine
+    is restored from a copy or pre-trained again (deterministic on the same GPU model):
+    rows go on only on the same bytes. Without a record yet, this base becomes the
+    record: its fetch.json with the extractor's sha256 added."""
     _require_synthetic(cfg, "check-base")
     made, record = Path(dag.fetch_record(cfg)), Path(dag.base_record(cfg))
     m = read_manifest(made.parent)
@@ -324,7 +324,8 @@ def check_base(cfg: dict, log=_log) -> None:
         raise FetchError(f"{made}: no pre-trained base recorded (run `variant fetch --profile {cfg['profile']}`)")
     extractor = Path(dag.feature_extractor(cfg))
     if not extractor.is_file():
-        raise FetchError(f"{extractor}: no feature extractor (run `variant train-extractor --profile {cfg['profile']}`)")
+        raise FetchError(f"{extractor}: no feature extractor (run `variant train-extractor --profile {cfg['profile']} "
+                         f"--data {dag.data_dir(cfg, 'train')} --out {extractor}`)")
     m["extractor"] = {extractor.name: {"sha256": sha256_cached(extractor), "path": str(extractor)}}
     wrong = [record] if record.is_file() and _base_shas(read_manifest(record.parent)) != _base_shas(m) else []
     if dag.shares_base(cfg):
