@@ -326,13 +326,16 @@ def check_base(cfg: dict, log=_log) -> None:
     if not extractor.is_file():
         raise FetchError(f"{extractor}: no feature extractor (run `variant train-extractor --profile {cfg['profile']} "
                          f"--data {dag.data_dir(cfg, 'train')} --out {extractor}`)")
-    m["extractor"] = {extractor.name: {"sha256": sha256_cached(extractor), "path": str(extractor)}}
+    extractor_sha = sha256_cached(extractor)
+    m["extractor"] = {extractor.name: {"sha256": extractor_sha, "path": str(extractor)}}
     wrong = [record] if record.is_file() and _base_shas(read_manifest(record.parent)) != _base_shas(m) else []
     if dag.shares_base(cfg):
         base = Path(dag.base_record({"profile": dag.shares_base(cfg)}))
-        shared = {"vae.pth": m["shared"]["vae.pth"]["sha256"], extractor.name: m["extractor"][extractor.name]["sha256"]}
-        if base.is_file() and any(_base_shas(read_manifest(base.parent)).get(n) != s for n, s in shared.items()):
-            wrong.append(base)
+        shared = {"vae.pth": m["shared"]["vae.pth"]["sha256"], extractor.name: extractor_sha}
+        if base.is_file():
+            recorded = _base_shas(read_manifest(base.parent))
+            if any(recorded.get(n) != s for n, s in shared.items()):
+                wrong.append(base)
     if wrong:
         raise ChecksumError(f"{made}: this pre-trained base is not the one the committed rows were made on "
                             f"({', '.join(map(str, wrong))}): compare their sha256 (another GPU model or code); "
